@@ -1,0 +1,136 @@
+# kvchat — build, test, run. `make help` lists the targets.
+#
+# CUDA=auto (default) builds the CUDA backend when nvcc is on PATH; CUDA=0 forces a CPU-only build.
+# Objects go to build/<variant>/ so CPU-only and CUDA builds never mix.
+
+CC      ?= gcc
+CXX     ?= g++
+NVCC    ?= nvcc
+CUDA    ?= auto
+MARCH   ?= -march=native
+OPT     ?= -O2
+SANITIZE ?=
+
+ifeq ($(CUDA),auto)
+  CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+endif
+
+VARIANT := $(if $(filter 1,$(CUDA)),cuda,cpu)$(if $(SANITIZE),-asan,)
+BUILD   := build/$(VARIANT)
+
+CPPFLAGS := -D_GNU_SOURCE -I. $(shell pkg-config --cflags sentencepiece 2>/dev/null)
+CFLAGS   := -std=c11 $(OPT) $(MARCH) -g -pthread -Wall -Wextra -Wpedantic -Wshadow -MMD -MP $(SANITIZE)
+CXXFLAGS := -std=c++17 $(OPT) $(MARCH) -g -pthread -Wall -Wextra -MMD -MP $(SANITIZE)
+LDLIBS   := -lsentencepiece -lncursesw -lpthread -lm -lstdc++
+LDFLAGS  := $(SANITIZE)
+
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+  CPPFLAGS  += -DKN_HAVE_CUDA -I$(CUDA_HOME)/include
+  NVCCFLAGS ?= -O3 -std=c++17 -arch=sm_90 -lineinfo -Xcompiler -Wall -I.
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+  CU_SRC    := $(wildcard kernels/*.cu)
+else
+  CU_SRC    :=
+endif
+
+LIB_DIRS := model kvcache kernels tokenizer tui app
+C_SRC    := $(filter-out app/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+CC_SRC   := $(wildcard tokenizer/*.cc)
+LIB_OBJ  := $(C_SRC:%.c=$(BUILD)/%.o) $(CC_SRC:%.cc=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+LIB      := $(BUILD)/libkvchat.a
+
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_HELP := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+TEST_HOBJ := $(TEST_HELP:%.c=$(BUILD)/%.o)
+GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
+GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
+
+.PHONY: all help deps test test-asan test-model test-gpu bench bench-gpu cuda-check model run clean format
+all: kvchat
+
+help:
+	@echo "make          build ./kvchat (CUDA backend when nvcc is found; CUDA=0 for CPU only)"
+	@echo "make run      install deps, build, fetch the default model, start the chat"
+	@echo "make test     install deps, build and run the test suite (prints 'N passed, N failed')"
+	@echo "make test-asan  the suite under AddressSanitizer + UBSan"
+	@echo "make test-model tests that need the default model (make model first)"
+	@echo "make model    fetch the default Gemma 3 270M GGUF into assets/models/"
+	@echo "make bench    CPU benchmark on generated TinyLlama-1.1B-shape GGUFs"
+	@echo "make cuda-check  compile and link the CUDA backend"
+	@echo "make test-gpu / bench-gpu  GPU tests and benchmarks (need an NVIDIA GPU)"
+
+deps:
+	@sh tests/tools/deps.sh
+
+kvchat: $(BUILD)/kvchat
+	@cp $< $@
+
+$(BUILD)/kvchat: $(BUILD)/app/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c -o $@ $<
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c $(TEST_HOBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HOBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/gpu/%: tests/gpu/%.c $(TEST_HOBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HOBJ) $(LIB) $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory build-tests
+	@sh tests/run_tests.sh $(BUILD) $(TEST_BIN)
+
+build-tests: kvchat $(TEST_BIN)
+
+test-asan:
+	@$(MAKE) --no-print-directory CUDA=0 OPT=-O1 SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" test
+
+test-model: kvchat $(TEST_BIN)
+	@KVCHAT_TEST_MODEL=1 sh tests/run_tests.sh $(BUILD) $(TEST_BIN)
+
+cuda-check:
+	@$(MAKE) --no-print-directory CUDA=1 kvchat $(GPU_TEST_BIN:build/cpu/%=build/cuda/%)
+	@echo "cuda-check: CUDA backend compiled and linked"
+
+test-gpu:
+	@$(MAKE) --no-print-directory CUDA=1 kvchat $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN))
+	@sh tests/run_tests.sh build/cuda $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN)) tests/gpu/gen_match.sh
+
+bench: kvchat
+	@sh tests/tools/bench.sh
+
+bench-gpu:
+	@$(MAKE) --no-print-directory CUDA=1 kvchat
+	@sh tests/tools/bench_gpu.sh
+
+model:
+	@sh tests/tools/fetch_model.sh
+
+run: deps kvchat model
+	./kvchat
+
+format:
+	clang-format -i $(C_SRC) app/main.c $(CC_SRC) $(wildcard kernels/*.cu) $(wildcard */*.h) tests/*.c
+
+clean:
+	rm -rf build kvchat
+
+-include $(shell find build -name '*.d' 2>/dev/null)
