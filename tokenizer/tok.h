@@ -4,6 +4,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct gguf;
 struct tok;
 
@@ -24,6 +28,7 @@ int tok_eos(const struct tok *t);
 int tok_unk(const struct tok *t);
 int tok_type(const struct tok *t, int id);          // enum tok_type
 const char *tok_piece(const struct tok *t, int id); // raw piece text (with U+2581), NUL-terminated
+float tok_score(const struct tok *t, int id);
 int tok_piece_to_id(const struct tok *t, const char *piece); // -1 when absent (control pieces too)
 
 // Encodes UTF-8 text (no BOS/EOS added). Writes up to cap ids; returns the number of ids the text needs
@@ -50,3 +55,7 @@ struct tok_utf8 {
 int tok_utf8_push(struct tok_utf8 *u, const char *in, size_t n, char *out, size_t cap);
 // Flushes pending bytes (as U+FFFD when incomplete).
 int tok_utf8_flush(struct tok_utf8 *u, char *out, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
