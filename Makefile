@@ -114,6 +114,14 @@ test-gpu:
 	@$(MAKE) --no-print-directory CUDA=1 kvchat $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN))
 	@sh tests/run_tests.sh build/cuda $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN)) tests/gpu/gen_match.sh
 
+# Random-weight GGUF generator (model/synth.h): make mkmodel, then build/<variant>/mkmodel --help.
+.PHONY: mkmodel
+mkmodel: $(BUILD)/mkmodel
+
+$(BUILD)/mkmodel: tests/tools/mkmodel.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 bench: kvchat
 	@sh tests/tools/bench.sh
 

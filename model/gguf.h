@@ -70,5 +70,11 @@ int gguf_w_tensor_f32(struct gguf_writer *w, const char *name, int type, int n_d
 // Adds a tensor from already-encoded bytes of `type`.
 int gguf_w_tensor_raw(struct gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne,
                       const void *bytes, size_t nbytes);
+// Adds a tensor of `type` whose rows are produced while gguf_writer_save writes the file, so a multi-GB
+// model never sits in memory: fill(ctx, row, dst) writes the ne[0] fp32 values of row `row` into dst. fill
+// may run on several threads at once (for different rows), so it must not depend on call order; ctx must
+// stay valid until save returns. 0 ok, -1 bad arguments.
+int gguf_w_tensor_gen(struct gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne,
+                      void (*fill)(void *ctx, int64_t row, float *dst), void *ctx);
 // Writes the file (version 3, alignment 32). 0 on success, -1 with err.
 int gguf_writer_save(struct gguf_writer *w, const char *path, char *err, size_t errlen);
