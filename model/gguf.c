@@ -255,7 +255,9 @@ static bool grow(void **arr, size_t *cap, size_t need, size_t elsz) {
 
 static bool parse_kvs(struct gguf *g, struct pctx *P) {
     size_t cap = 0;
-    for (int64_t i = 0; i < g->n_kv; i++) {
+    int64_t n_kv = g->n_kv;
+    g->n_kv = 0;
+    for (int64_t i = 0; i < n_kv; i++) {
         char what[96], ks[64];
         snprintf(what, sizeof what, "metadata entry %lld", (long long)i);
         if (!grow((void **)&g->kv, &cap, (size_t)i + 1, sizeof *g->kv)) {
@@ -264,7 +266,6 @@ static bool parse_kvs(struct gguf *g, struct pctx *P) {
         }
         struct gguf_kv *kv = &g->kv[i];
         memset(kv, 0, sizeof *kv);
-        g->n_kv = i; // entries parsed so far (for cleanup); restored below
         uint64_t klen;
         if (!skip_str(P, what, &kv->key_off, &klen)) return false;
         kv->key_len = (size_t)klen;
