@@ -1,0 +1,78 @@
+// kernels/kn_cpu_impl.h — private to the CPU backend: the backend object, thread pool, scratch and op entry points.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kn.h"
+
+struct kn_cpu; // the CPU backend object (kernels/kn_cpu.c); its first member is `struct kn_backend`
+
+// A parallel task: `task` in [0, n_tasks), `tid` in [0, n_threads) names the running thread's scratch.
+typedef void (*kn_cpu_task_fn)(void *ctx, int task, int tid);
+
+// Runs fn(ctx, task, tid) for every task on the pool (the calling thread takes part) and returns when all
+// are done. Which thread runs which task is not fixed, so a task's result must not depend on tid.
+void kn_cpu_parallel(struct kn_cpu *cpu, int n_tasks, kn_cpu_task_fn fn, void *ctx);
+int kn_cpu_threads_of(const struct kn_cpu *cpu);
+// Scratch owned by the backend, grown (rarely) by the calling thread before a parallel section; counted
+// under KN_MEM_SCRATCH. NULL (and last_error set) when the allocation fails. Contents are not preserved.
+void *kn_cpu_shared_scratch(struct kn_cpu *cpu, size_t nbytes);
+// Makes every thread's private scratch at least nbytes; 0 ok, -1 on failure.
+int kn_cpu_thread_scratch_reserve(struct kn_cpu *cpu, size_t nbytes);
+void *kn_cpu_thread_scratch(struct kn_cpu *cpu, int tid);
+void kn_cpu_set_error(struct kn_cpu *cpu, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+// 1 when the portable scalar kernels are forced (tests compare them with the SIMD ones).
+int kn_cpu_scalar_forced(const struct kn_cpu *cpu);
+// Forces (1) or releases (0) the scalar kernels on this backend; for tests and benchmarks.
+void kn_cpu_force_scalar(struct kn_backend *be, int on);
+
+// Ops implemented in the other kn_cpu_*.c files (signatures as in struct kn_ops).
+void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, const float *x, int n_tok);
+void kn_cpu_get_rows(struct kn_backend *be, float *y, const struct kn_tensor *w, const int32_t *ids, int n);
+void kn_cpu_attention(struct kn_backend *be, const struct kn_attn_args *a);
+void kn_cpu_kv_store(struct kn_backend *be, const struct kv_slot *dst, const float *k, const float *v,
+                     const int32_t *pos, int n_tok, int n_head_kv, int D);
+void kn_cpu_kv_move(struct kn_backend *be, const struct kv_slot *src, const struct kv_slot *dst, int n, int D);
+void kn_cpu_kv_quant(struct kn_backend *be, const struct kv_qjob *jobs, int n, struct kv_qfmt fmt);
+
+// Scalar dequantisation of one unit of `type` (256 values for k-quants, 32 for the legacy types, 1 for
+// F32/F16/BF16) into out; the portable path of the matmul and the panel fill of the SIMD path share it.
+int kn_cpu_unit_size(int type);
+void kn_cpu_dequant_unit_scalar(int type, const void *blk, float *out);
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+// exp of 8 floats: 2^n * e^r with |r| <= ln2/2, degree-7 Taylor polynomial (truncation < 1e-8 relative);
+// underflows to 0 below -87.3 and saturates to +inf above 88.7. Within 2 ulp of expf.
+static inline __m256 kn_exp256(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.7f), lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x); // ln2 split: hi part exact
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    // 2^n: n in [-126, 128]; split the scaling in two so n = 128 does not overflow the exponent field
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i n1 = _mm256_srai_epi32(ni, 1);
+    __m256i n2 = _mm256_sub_epi32(ni, n1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    p = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    p = _mm256_andnot_ps(under, p);
+    return _mm256_blendv_ps(p, _mm256_set1_ps(__builtin_inff()), over);
+}
+#endif

@@ -1,0 +1,746 @@
+// kernels/kn_cpu_matmul.c — CPU matmul on GGML-quantised weights with fp32 activations, and get_rows.
+//
+// Two SIMD paths (AVX2+FMA+F16C), both reading W's own blocks (no fp32 copy of the weights):
+//  * dot path (n_tok < KN_MM_PANEL_MIN, decode): per row, each 256-value unit is unpacked to int8 codes plus
+//    per-sub-block scales (and min terms) in L1, converted to fp32 in registers and FMA'd against up to 4
+//    tokens at once. Min terms use precomputed 32-value sums of x: sum_j m_j * xsum_j.
+//  * panel path (prefill): x is packed as 8-token tiles (k-major, 8 tokens per k), a 6-row x KC-column slice
+//    of W is dequantised into an L1 panel, and a 6x16 register-blocked kernel broadcasts one weight against
+//    16 tokens per FMA pair, so each dequantised weight serves every token of the batch.
+// The scalar path (no AVX2, or forced for tests) dequantises one unit at a time and does plain dot products.
+// Each output element is computed by one thread with a fixed operation order, so results do not depend on
+// the thread count.
+#include "kernels/kn_cpu_impl.h"
+
+#include <string.h>
+
+#include "kernels/kn_quant.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KN_SIMD 1
+#include <immintrin.h>
+#endif
+
+#define KN_MM_PANEL_MIN 8 // n_tok from which the panel path is used
+#define KN_MM_KC 512      // columns per panel slice (a multiple of 256)
+#define KN_MM_MR 6        // rows per panel micro-kernel
+#define KN_MM_TILE 8      // tokens per packed x tile
+
+// ---- scalar unit dequantisation (the portable path and the reference for the unpackers) --------------
+
+int kn_cpu_unit_size(int type) {
+    switch (type) {
+    case KN_F32: case KN_F16: case KN_BF16: return 1;
+    case KN_Q4_0: case KN_Q4_1: case KN_Q5_0: case KN_Q5_1: case KN_Q8_0: return KN_QK;
+    case KN_Q4_K: case KN_Q5_K: case KN_Q6_K: return KN_QK_K;
+    default: return 0;
+    }
+}
+
+static float h2f(kn_half h) { return kn_half_to_float(h); }
+
+// 6-bit scale and min j (0..7) of a Q4_K/Q5_K super-block.
+static void kq_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+void kn_cpu_dequant_unit_scalar(int type, const void *blk, float *out) {
+    switch (type) {
+    case KN_F32: memcpy(out, blk, 4); break;
+    case KN_F16: { kn_half h; memcpy(&h, blk, 2); out[0] = h2f(h); } break;
+    case KN_BF16: { kn_bf16 h; memcpy(&h, blk, 2); out[0] = kn_bf16_to_float(h); } break;
+    case KN_Q4_0: {
+        const struct kn_block_q4_0 *b = blk;
+        float d = h2f(b->d);
+        for (int j = 0; j < 16; j++) {
+            out[j] = (float)((b->qs[j] & 0xF) - 8) * d;
+            out[j + 16] = (float)((b->qs[j] >> 4) - 8) * d;
+        }
+    } break;
+    case KN_Q4_1: {
+        const struct kn_block_q4_1 *b = blk;
+        float d = h2f(b->d), m = h2f(b->m);
+        for (int j = 0; j < 16; j++) {
+            out[j] = (float)(b->qs[j] & 0xF) * d + m;
+            out[j + 16] = (float)(b->qs[j] >> 4) * d + m;
+        }
+    } break;
+    case KN_Q5_0: case KN_Q5_1: {
+        const uint8_t *qs, *qhp;
+        float d, m = 0.0f;
+        int off;
+        if (type == KN_Q5_0) {
+            const struct kn_block_q5_0 *b = blk;
+            d = h2f(b->d); qs = b->qs; qhp = b->qh; off = 16;
+        } else {
+            const struct kn_block_q5_1 *b = blk;
+            d = h2f(b->d); m = h2f(b->m); qs = b->qs; qhp = b->qh; off = 0;
+        }
+        uint32_t qh;
+        memcpy(&qh, qhp, 4);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (qs[j] & 0xF) | (int)(((qh >> j) & 1) << 4);
+            int q1 = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            out[j] = (float)(q0 - off) * d + m;
+            out[j + 16] = (float)(q1 - off) * d + m;
+        }
+    } break;
+    case KN_Q8_0: {
+        const struct kn_block_q8_0 *b = blk;
+        float d = h2f(b->d);
+        for (int j = 0; j < 32; j++) out[j] = (float)b->qs[j] * d;
+    } break;
+    case KN_Q4_K: case KN_Q5_K: {
+        const uint8_t *scales, *qs, *qh = NULL;
+        float d, dmin;
+        if (type == KN_Q4_K) {
+            const struct kn_block_q4_k *b = blk;
+            d = h2f(b->d); dmin = h2f(b->dmin); scales = b->scales; qs = b->qs;
+        } else {
+            const struct kn_block_q5_k *b = blk;
+            d = h2f(b->d); dmin = h2f(b->dmin); scales = b->scales; qs = b->qs; qh = b->qh;
+        }
+        for (int c = 0; c < 4; c++) { // 64 values per chunk: low nibbles, then high nibbles
+            int sc0, m0, sc1, m1;
+            kq_scale_min(scales, 2 * c, &sc0, &m0);
+            kq_scale_min(scales, 2 * c + 1, &sc1, &m1);
+            float d0 = d * (float)sc0, mm0 = dmin * (float)m0, d1 = d * (float)sc1, mm1 = dmin * (float)m1;
+            for (int l = 0; l < 32; l++) {
+                int q0 = qs[32 * c + l] & 0xF, q1 = qs[32 * c + l] >> 4;
+                if (qh) {
+                    q0 |= ((qh[l] >> (2 * c)) & 1) << 4;
+                    q1 |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                }
+                out[64 * c + l] = d0 * (float)q0 - mm0;
+                out[64 * c + 32 + l] = d1 * (float)q1 - mm1;
+            }
+        }
+    } break;
+    case KN_Q6_K: {
+        const struct kn_block_q6_k *b = blk;
+        float d = h2f(b->d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+            const int8_t *sc = b->scales + 8 * h;
+            float *o = out + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                o[l] = d * (float)sc[is] * (float)q1;
+                o[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                o[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                o[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+        }
+    } break;
+    default: break;
+    }
+}
+
+// ---- shared context ----------------------------------------------------------------------------------
+
+struct mm_ctx {
+    struct kn_cpu *cpu;
+    int type;
+    int64_t K, N;       // columns (n_cols) and rows (n_rows) of W
+    size_t row_bytes;
+    const uint8_t *w;   // (N) rows of row_bytes
+    const float *x;     // (n_tok, K)
+    float *y;           // (n_tok, N)
+    int n_tok;
+    int rows_per_task;
+    const float *xsum;  // dot path: (n_tok, xsum_stride) sums of x over 32-value chunks, zero padded
+    int64_t xsum_stride;
+    const float *xp;    // panel path: (n_tiles, K, 8) packed x
+    int n_tiles;
+};
+
+static int type_has_min(int type) {
+    return type == KN_Q4_1 || type == KN_Q5_1 || type == KN_Q4_K || type == KN_Q5_K;
+}
+
+// ---- portable path -----------------------------------------------------------------------------------
+
+static void mm_scalar_task(void *vctx, int task, int tid) {
+    (void)tid;
+    const struct mm_ctx *c = vctx;
+    int64_t r0 = (int64_t)task * c->rows_per_task;
+    int64_t r1 = r0 + c->rows_per_task < c->N ? r0 + c->rows_per_task : c->N;
+    int us = kn_cpu_unit_size(c->type);
+    size_t ub = kn_type_block_bytes(c->type);
+    float buf[KN_QK_K];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = c->w + (size_t)r * c->row_bytes;
+        for (int t0 = 0; t0 < c->n_tok; t0 += 4) {
+            int nt = c->n_tok - t0 < 4 ? c->n_tok - t0 : 4;
+            float acc[4] = {0, 0, 0, 0};
+            if (us == 1) {
+                for (int64_t k = 0; k < c->K; k++) {
+                    kn_cpu_dequant_unit_scalar(c->type, row + (size_t)k * ub, buf);
+                    for (int t = 0; t < nt; t++) acc[t] += buf[0] * c->x[(size_t)(t0 + t) * c->K + k];
+                }
+            } else {
+                for (int64_t u = 0; u < c->K / us; u++) {
+                    kn_cpu_dequant_unit_scalar(c->type, row + (size_t)u * ub, buf);
+                    for (int t = 0; t < nt; t++) {
+                        const float *xt = c->x + (size_t)(t0 + t) * c->K + u * us;
+                        float s = 0.0f;
+                        for (int i = 0; i < us; i++) s += buf[i] * xt[i];
+                        acc[t] += s;
+                    }
+                }
+            }
+            for (int t = 0; t < nt; t++) c->y[(size_t)(t0 + t) * c->N + r] = acc[t];
+        }
+    }
+}
+
+#ifdef KN_SIMD
+// ---- SIMD unpackers: a 256-value unit (one k-quant super-block, or up to 8 legacy blocks) to int8 codes,
+// fp32 scales per sub-block (32 or 16 values) and fp32 min terms per 32 values (0 when the type has none).
+// value = code * scale[sub] + bias[i / 32]. Returns the number of sub-blocks.
+
+struct unit {
+    int8_t codes[KN_QK_K];
+    float scale[16];
+    float bias[8];
+    int n_sub;
+    int sub; // values per sub-block: 32 or 16
+};
+
+static inline __m128 cvt_u8x4(uint32_t v) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v))); }
+
+static inline void unpack_kscales(const uint8_t *s, float d, float dmin, float *scale, float *bias) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4);
+    memcpy(&w1, s + 4, 4);
+    memcpy(&w2, s + 8, 4);
+    uint32_t sc_lo = w0 & 0x3f3f3f3fu, m_lo = w1 & 0x3f3f3f3fu;
+    uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
+    __m128 vd = _mm_set1_ps(d), vm = _mm_set1_ps(-dmin);
+    _mm_storeu_ps(scale, _mm_mul_ps(cvt_u8x4(sc_lo), vd));
+    _mm_storeu_ps(scale + 4, _mm_mul_ps(cvt_u8x4(sc_hi), vd));
+    _mm_storeu_ps(bias, _mm_mul_ps(cvt_u8x4(m_lo), vm));
+    _mm_storeu_ps(bias + 4, _mm_mul_ps(cvt_u8x4(m_hi), vm));
+}
+
+static inline void unpack_q4k(const struct kn_block_q4_k *b, struct unit *u) {
+    unpack_kscales(b->scales, h2f(b->d), h2f(b->dmin), u->scale, u->bias);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int c = 0; c < 4; c++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        _mm256_storeu_si256((__m256i *)(u->codes + 64 * c), _mm256_and_si256(v, m4));
+        _mm256_storeu_si256((__m256i *)(u->codes + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    }
+    u->n_sub = 8;
+    u->sub = 32;
+}
+
+static inline void unpack_q5k(const struct kn_block_q5_k *b, struct unit *u) {
+    unpack_kscales(b->scales, h2f(b->d), h2f(b->dmin), u->scale, u->bias);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(0x10);
+    __m256i hb = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int c = 0; c < 4; c++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        __m256i k0 = _mm256_set1_epi8((char)(1 << (2 * c))), k1 = _mm256_set1_epi8((char)(1 << (2 * c + 1)));
+        __m256i h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, k0), k0), b16);
+        __m256i h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, k1), k1), b16);
+        _mm256_storeu_si256((__m256i *)(u->codes + 64 * c), _mm256_or_si256(_mm256_and_si256(v, m4), h0));
+        _mm256_storeu_si256((__m256i *)(u->codes + 64 * c + 32),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), h1));
+    }
+    u->n_sub = 8;
+    u->sub = 32;
+}
+
+static inline void unpack_q6k(const struct kn_block_q6_k *b, struct unit *u) {
+    float d = h2f(b->d);
+    __m256 vd = _mm256_set1_ps(d);
+    __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
+    _mm256_storeu_ps(u->scale, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8))));
+    _mm256_storeu_ps(u->scale + 8,
+                     _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8)))));
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), o32 = _mm256_set1_epi8(32);
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+        __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+        __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
+        __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                     _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+        int8_t *o = u->codes + 128 * h;
+        _mm256_storeu_si256((__m256i *)(o), _mm256_sub_epi8(q1, o32));
+        _mm256_storeu_si256((__m256i *)(o + 32), _mm256_sub_epi8(q2, o32));
+        _mm256_storeu_si256((__m256i *)(o + 64), _mm256_sub_epi8(q3, o32));
+        _mm256_storeu_si256((__m256i *)(o + 96), _mm256_sub_epi8(q4, o32));
+    }
+    memset(u->bias, 0, sizeof u->bias);
+    u->n_sub = 16;
+    u->sub = 16;
+}
+
+// 32 five-bit high bits (bit i of qh is value i's bit 4) spread to bytes of 0x10 / 0.
+static inline __m256i q5_highbits(const uint8_t *qhp) {
+    uint32_t qh;
+    memcpy(&qh, qhp, 4);
+    const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                         3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), idx);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+// 16 bytes of nibbles -> 32 codes in value order (low nibbles are values 0..15, high nibbles 16..31).
+static inline __m256i nibbles32(const uint8_t *qs) {
+    __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+}
+
+// nb (1..8) legacy blocks starting at p.
+static inline void unpack_legacy(int type, const uint8_t *p, int nb, struct unit *u) {
+    for (int i = 0; i < nb; i++) {
+        __m256i c;
+        float d, m = 0.0f;
+        switch (type) {
+        case KN_Q4_0: {
+            const struct kn_block_q4_0 *b = (const struct kn_block_q4_0 *)p + i;
+            d = h2f(b->d);
+            c = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
+        } break;
+        case KN_Q4_1: {
+            const struct kn_block_q4_1 *b = (const struct kn_block_q4_1 *)p + i;
+            d = h2f(b->d);
+            m = h2f(b->m);
+            c = nibbles32(b->qs);
+        } break;
+        case KN_Q5_0: {
+            const struct kn_block_q5_0 *b = (const struct kn_block_q5_0 *)p + i;
+            d = h2f(b->d);
+            c = _mm256_sub_epi8(_mm256_or_si256(nibbles32(b->qs), q5_highbits(b->qh)), _mm256_set1_epi8(16));
+        } break;
+        case KN_Q5_1: {
+            const struct kn_block_q5_1 *b = (const struct kn_block_q5_1 *)p + i;
+            d = h2f(b->d);
+            m = h2f(b->m);
+            c = _mm256_or_si256(nibbles32(b->qs), q5_highbits(b->qh));
+        } break;
+        default: { // KN_Q8_0
+            const struct kn_block_q8_0 *b = (const struct kn_block_q8_0 *)p + i;
+            d = h2f(b->d);
+            c = _mm256_loadu_si256((const __m256i *)b->qs);
+        } break;
+        }
+        _mm256_storeu_si256((__m256i *)(u->codes + 32 * i), c);
+        u->scale[i] = d;
+        u->bias[i] = m;
+    }
+    for (int i = nb; i < 8; i++) u->bias[i] = 0.0f;
+    u->n_sub = nb;
+    u->sub = 32;
+}
+
+// Unpacks the unit of 256 values (nb legacy blocks) at p.
+static inline void unpack_unit(int type, const uint8_t *p, int nb, struct unit *u) {
+    switch (type) {
+    case KN_Q4_K: unpack_q4k((const struct kn_block_q4_k *)p, u); break;
+    case KN_Q5_K: unpack_q5k((const struct kn_block_q5_k *)p, u); break;
+    case KN_Q6_K: unpack_q6k((const struct kn_block_q6_k *)p, u); break;
+    default: unpack_legacy(type, p, nb, u); break;
+    }
+}
+
+static inline __m256 cvt8(const int8_t *c) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c)));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// ---- dot path: rows [r0, r1), tokens t0..t0+T-1 (T = 1..4, a constant after inlining) ----------------
+
+__attribute__((always_inline)) static inline void dot_rows_q(const struct mm_ctx *c, int64_t r0, int64_t r1,
+                                                             int t0, const int T) {
+    const int us = kn_cpu_unit_size(c->type);
+    const int64_t K = c->K;
+    const int legacy = us == KN_QK;
+    const int64_t n_units = legacy ? (K / KN_QK + 7) / 8 : K / KN_QK_K;
+    const size_t ub = kn_type_block_bytes(c->type) * (legacy ? 8 : 1);
+    const int has_min = type_has_min(c->type);
+    const float *xt[4];
+    const float *xs[4];
+    for (int t = 0; t < T; t++) {
+        xt[t] = c->x + (size_t)(t0 + t) * K;
+        xs[t] = c->xsum + (size_t)(t0 + t) * c->xsum_stride;
+    }
+    struct unit u;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = c->w + (size_t)r * c->row_bytes;
+        __m256 acc0[4], acc1[4], accb[4];
+        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = accb[t] = _mm256_setzero_ps();
+        for (int64_t ui = 0; ui < n_units; ui++) {
+            int nb = 8;
+            if (legacy && ui == n_units - 1 && (K / KN_QK) % 8) nb = (int)((K / KN_QK) % 8);
+            unpack_unit(c->type, row + (size_t)ui * ub, nb, &u);
+            const int64_t kb = ui * KN_QK_K;
+            if (u.sub == 32) {
+                for (int j = 0; j < u.n_sub; j++) {
+                    const int8_t *cj = u.codes + 32 * j;
+                    __m256 w0 = cvt8(cj), w1 = cvt8(cj + 8), w2 = cvt8(cj + 16), w3 = cvt8(cj + 24);
+                    __m256 sc = _mm256_broadcast_ss(u.scale + j);
+                    for (int t = 0; t < T; t++) {
+                        const float *xp = xt[t] + kb + 32 * j;
+                        __m256 s = _mm256_mul_ps(w0, _mm256_loadu_ps(xp));
+                        s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8), s);
+                        s = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xp + 16), s);
+                        s = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xp + 24), s);
+                        if (j & 1) acc1[t] = _mm256_fmadd_ps(sc, s, acc1[t]);
+                        else acc0[t] = _mm256_fmadd_ps(sc, s, acc0[t]);
+                    }
+                }
+            } else { // 16 sub-blocks of 16 (Q6_K)
+                for (int j = 0; j < 16; j++) {
+                    const int8_t *cj = u.codes + 16 * j;
+                    __m256 w0 = cvt8(cj), w1 = cvt8(cj + 8);
+                    __m256 sc = _mm256_broadcast_ss(u.scale + j);
+                    for (int t = 0; t < T; t++) {
+                        const float *xp = xt[t] + kb + 16 * j;
+                        __m256 s = _mm256_mul_ps(w0, _mm256_loadu_ps(xp));
+                        s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8), s);
+                        if (j & 1) acc1[t] = _mm256_fmadd_ps(sc, s, acc1[t]);
+                        else acc0[t] = _mm256_fmadd_ps(sc, s, acc0[t]);
+                    }
+                }
+            }
+            if (has_min) {
+                __m256 b = _mm256_loadu_ps(u.bias);
+                for (int t = 0; t < T; t++) accb[t] = _mm256_fmadd_ps(b, _mm256_loadu_ps(xs[t] + ui * 8), accb[t]);
+            }
+        }
+        for (int t = 0; t < T; t++)
+            c->y[(size_t)(t0 + t) * c->N + r] = hsum8(_mm256_add_ps(_mm256_add_ps(acc0[t], acc1[t]), accb[t]));
+    }
+}
+
+// 8 weights of a float-type row at column k.
+static inline __m256 load_w8(int type, const uint8_t *row, int64_t k) {
+    if (type == KN_F32) return _mm256_loadu_ps((const float *)row + k);
+    if (type == KN_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const kn_half *)row + k)));
+    __m128i h = _mm_loadu_si128((const __m128i *)((const kn_bf16 *)row + k));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+static inline float load_w1(int type, const uint8_t *row, int64_t k) {
+    float f;
+    kn_cpu_dequant_unit_scalar(type, row + (size_t)k * kn_type_block_bytes(type), &f);
+    return f;
+}
+
+__attribute__((always_inline)) static inline void dot_rows_f(const struct mm_ctx *c, int64_t r0, int64_t r1,
+                                                             int t0, const int T) {
+    const int64_t K = c->K;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = c->w + (size_t)r * c->row_bytes;
+        __m256 acc0[4], acc1[4];
+        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m256 w0 = load_w8(c->type, row, k), w1 = load_w8(c->type, row, k + 8);
+            for (int t = 0; t < T; t++) {
+                const float *xp = c->x + (size_t)(t0 + t) * K + k;
+                acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8), acc1[t]);
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            const float *xp = c->x + (size_t)(t0 + t) * K;
+            float s = hsum8(_mm256_add_ps(acc0[t], acc1[t]));
+            for (int64_t kk = k; kk < K; kk++) s += load_w1(c->type, row, kk) * xp[kk];
+            c->y[(size_t)(t0 + t) * c->N + r] = s;
+        }
+    }
+}
+
+static void mm_dot_task(void *vctx, int task, int tid) {
+    (void)tid;
+    const struct mm_ctx *c = vctx;
+    int64_t r0 = (int64_t)task * c->rows_per_task;
+    int64_t r1 = r0 + c->rows_per_task < c->N ? r0 + c->rows_per_task : c->N;
+    int isf = kn_cpu_unit_size(c->type) == 1;
+    for (int t0 = 0; t0 < c->n_tok; t0 += 4) {
+        int nt = c->n_tok - t0 < 4 ? c->n_tok - t0 : 4;
+        if (isf) {
+            switch (nt) {
+            case 1: dot_rows_f(c, r0, r1, t0, 1); break;
+            case 2: dot_rows_f(c, r0, r1, t0, 2); break;
+            case 3: dot_rows_f(c, r0, r1, t0, 3); break;
+            default: dot_rows_f(c, r0, r1, t0, 4); break;
+            }
+        } else {
+            switch (nt) {
+            case 1: dot_rows_q(c, r0, r1, t0, 1); break;
+            case 2: dot_rows_q(c, r0, r1, t0, 2); break;
+            case 3: dot_rows_q(c, r0, r1, t0, 3); break;
+            default: dot_rows_q(c, r0, r1, t0, 4); break;
+            }
+        }
+    }
+}
+
+// ---- panel path --------------------------------------------------------------------------------------
+
+// Dequantises columns [k0, k0+kc) of one row into out (kc floats); k0 and kc are multiples of the unit.
+static void panel_fill_row(int type, const uint8_t *row, int64_t k0, int kc, float *out) {
+    int us = kn_cpu_unit_size(type);
+    if (us == 1) {
+        int k = 0;
+        for (; k + 8 <= kc; k += 8) _mm256_storeu_ps(out + k, load_w8(type, row, k0 + k));
+        for (; k < kc; k++) out[k] = load_w1(type, row, k0 + k);
+        return;
+    }
+    struct unit u;
+    size_t bb = kn_type_block_bytes(type);
+    const int64_t step = KN_QK_K;
+    for (int64_t k = 0; k < kc; k += step) {
+        int nb = 8;
+        if (us == KN_QK) {
+            int64_t left = (kc - k) / KN_QK;
+            nb = left < 8 ? (int)left : 8;
+        }
+        unpack_unit(type, row + (size_t)((k0 + k) / us) * bb, nb, &u);
+        int n_sub = u.n_sub, sub = u.sub;
+        float *o = out + k;
+        for (int j = 0; j < n_sub; j++) {
+            __m256 sc = _mm256_broadcast_ss(u.scale + j);
+            __m256 bi = _mm256_set1_ps(u.bias[(j * sub) / 32]);
+            for (int v = 0; v < sub; v += 8)
+                _mm256_storeu_ps(o + j * sub + v, _mm256_fmadd_ps(cvt8(u.codes + j * sub + v), sc, bi));
+        }
+    }
+}
+
+// acc(R rows, 16 tokens) over kc columns: a = panel rows (stride ps), b0/b1 = two packed x tiles.
+__attribute__((always_inline)) static inline void micro_16(const float *a, int64_t ps, const float *b0,
+                                                           const float *b1, int kc, const int R, float *out) {
+    __m256 c0[KN_MM_MR], c1[KN_MM_MR];
+    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b1 + 8 * k);
+        for (int r = 0; r < R; r++) {
+            __m256 w = _mm256_broadcast_ss(a + r * ps + k);
+            c0[r] = _mm256_fmadd_ps(w, x0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(w, x1, c1[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        _mm256_storeu_ps(out + 16 * r, c0[r]);
+        _mm256_storeu_ps(out + 16 * r + 8, c1[r]);
+    }
+}
+
+__attribute__((always_inline)) static inline void micro_8(const float *a, int64_t ps, const float *b0, int kc,
+                                                          const int R, float *out) {
+    __m256 c0[KN_MM_MR], c1[KN_MM_MR];
+    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 2 <= kc; k += 2) { // two independent chains per row: FMA latency
+        __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b0 + 8 * k + 8);
+        for (int r = 0; r < R; r++) {
+            c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k), x0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k + 1), x1, c1[r]);
+        }
+    }
+    for (; k < kc; k++) {
+        __m256 x0 = _mm256_load_ps(b0 + 8 * k);
+        for (int r = 0; r < R; r++) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k), x0, c0[r]);
+    }
+    for (int r = 0; r < R; r++) _mm256_storeu_ps(out + 16 * r, _mm256_add_ps(c0[r], c1[r]));
+}
+
+static void micro_16_any(const float *a, int64_t ps, const float *b0, const float *b1, int kc, int R, float *out) {
+    switch (R) {
+    case 1: micro_16(a, ps, b0, b1, kc, 1, out); break;
+    case 2: micro_16(a, ps, b0, b1, kc, 2, out); break;
+    case 3: micro_16(a, ps, b0, b1, kc, 3, out); break;
+    case 4: micro_16(a, ps, b0, b1, kc, 4, out); break;
+    case 5: micro_16(a, ps, b0, b1, kc, 5, out); break;
+    default: micro_16(a, ps, b0, b1, kc, 6, out); break;
+    }
+}
+static void micro_8_any(const float *a, int64_t ps, const float *b0, int kc, int R, float *out) {
+    switch (R) {
+    case 1: micro_8(a, ps, b0, kc, 1, out); break;
+    case 2: micro_8(a, ps, b0, kc, 2, out); break;
+    case 3: micro_8(a, ps, b0, kc, 3, out); break;
+    case 4: micro_8(a, ps, b0, kc, 4, out); break;
+    case 5: micro_8(a, ps, b0, kc, 5, out); break;
+    default: micro_8(a, ps, b0, kc, 6, out); break;
+    }
+}
+
+static void mm_panel_task(void *vctx, int task, int tid) {
+    const struct mm_ctx *c = vctx;
+    int64_t r0 = (int64_t)task * c->rows_per_task;
+    int64_t r1 = r0 + c->rows_per_task < c->N ? r0 + c->rows_per_task : c->N;
+    float *panel = kn_cpu_thread_scratch(c->cpu, tid); // (KN_MM_MR, KN_MM_KC)
+    float out[KN_MM_MR * 16];
+    const int64_t K = c->K, N = c->N;
+    const int direct = c->type == KN_F32; // F32 rows serve as the panel themselves
+    for (int64_t k0 = 0; k0 < K; k0 += KN_MM_KC) {
+        int kc = (int)(K - k0 < KN_MM_KC ? K - k0 : KN_MM_KC);
+        for (int64_t rg = r0; rg < r1; rg += KN_MM_MR) {
+            int R = (int)(r1 - rg < KN_MM_MR ? r1 - rg : KN_MM_MR);
+            const float *a;
+            int64_t ps;
+            if (direct) {
+                a = (const float *)(c->w + (size_t)rg * c->row_bytes) + k0;
+                ps = K;
+            } else {
+                for (int r = 0; r < R; r++)
+                    panel_fill_row(c->type, c->w + (size_t)(rg + r) * c->row_bytes, k0, kc, panel + r * KN_MM_KC);
+                a = panel;
+                ps = KN_MM_KC;
+            }
+            for (int tile = 0; tile < c->n_tiles; tile += 2) {
+                const float *b0 = c->xp + ((size_t)tile * K + k0) * KN_MM_TILE;
+                int width;
+                if (tile + 1 < c->n_tiles) {
+                    micro_16_any(a, ps, b0, b0 + (size_t)K * KN_MM_TILE, kc, R, out);
+                    width = 16;
+                } else {
+                    micro_8_any(a, ps, b0, kc, R, out);
+                    width = 8;
+                }
+                int t_base = tile * KN_MM_TILE;
+                int nt = c->n_tok - t_base < width ? c->n_tok - t_base : width;
+                for (int t = 0; t < nt; t++) {
+                    float *yr = c->y + (size_t)(t_base + t) * N + rg;
+                    if (k0 == 0)
+                        for (int r = 0; r < R; r++) yr[r] = out[16 * r + t];
+                    else
+                        for (int r = 0; r < R; r++) yr[r] += out[16 * r + t];
+                }
+            }
+        }
+    }
+}
+#endif // KN_SIMD
+
+// ---- entry -------------------------------------------------------------------------------------------
+
+static int mm_rows_per_task(int64_t N, int multiple, int max_rows) {
+    int64_t r = N / 64;
+    if (r > max_rows) r = max_rows;
+    r = (r + multiple - 1) / multiple * multiple;
+    if (r < multiple) r = multiple;
+    return (int)r;
+}
+
+void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, const float *x, int n_tok) {
+    struct kn_cpu *cpu = (struct kn_cpu *)be;
+    int us = kn_cpu_unit_size(w->type);
+    if (!us || !w->data || w->n_cols % us != 0 || n_tok < 0) {
+        kn_cpu_set_error(cpu, "matmul: unsupported weight (type %d, %lld columns)", w->type, (long long)w->n_cols);
+        if (n_tok > 0) memset(y, 0, sizeof(float) * (size_t)n_tok * (size_t)w->n_rows);
+        return;
+    }
+    if (n_tok == 0 || w->n_rows == 0) return;
+    struct mm_ctx c;
+    memset(&c, 0, sizeof c);
+    c.cpu = cpu;
+    c.type = w->type;
+    c.K = w->n_cols;
+    c.N = w->n_rows;
+    c.row_bytes = kn_row_bytes(w->type, w->n_cols);
+    c.w = w->data;
+    c.x = x;
+    c.y = y;
+    c.n_tok = n_tok;
+#ifdef KN_SIMD
+    if (!kn_cpu_scalar_forced(cpu)) {
+        if (n_tok < KN_MM_PANEL_MIN) {
+            if (type_has_min(w->type)) {
+                c.xsum_stride = c.K / 32 + 8;
+                float *xs = kn_cpu_shared_scratch(cpu, sizeof(float) * (size_t)n_tok * (size_t)c.xsum_stride);
+                if (!xs) goto fail;
+                for (int t = 0; t < n_tok; t++) {
+                    const float *xt = x + (size_t)t * c.K;
+                    float *st = xs + (size_t)t * c.xsum_stride;
+                    for (int64_t j = 0; j < c.K / 32; j++) {
+                        const float *p = xt + 32 * j;
+                        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)),
+                                                 _mm256_add_ps(_mm256_loadu_ps(p + 16), _mm256_loadu_ps(p + 24)));
+                        st[j] = hsum8(s);
+                    }
+                    for (int64_t j = c.K / 32; j < c.xsum_stride; j++) st[j] = 0.0f;
+                }
+                c.xsum = xs;
+            }
+            c.rows_per_task = mm_rows_per_task(c.N, 4, 512);
+            int n_tasks = (int)((c.N + c.rows_per_task - 1) / c.rows_per_task);
+            kn_cpu_parallel(cpu, n_tasks, mm_dot_task, &c);
+            return;
+        }
+        c.n_tiles = (n_tok + KN_MM_TILE - 1) / KN_MM_TILE;
+        float *xp = kn_cpu_shared_scratch(cpu, sizeof(float) * (size_t)c.n_tiles * KN_MM_TILE * (size_t)c.K);
+        if (!xp) goto fail;
+        if (kn_cpu_thread_scratch_reserve(cpu, sizeof(float) * KN_MM_MR * KN_MM_KC) != 0) goto fail;
+        for (int tile = 0; tile < c.n_tiles; tile++) {
+            float *dst = xp + (size_t)tile * c.K * KN_MM_TILE;
+            int nt = n_tok - tile * KN_MM_TILE < KN_MM_TILE ? n_tok - tile * KN_MM_TILE : KN_MM_TILE;
+            if (nt < KN_MM_TILE) memset(dst, 0, sizeof(float) * (size_t)c.K * KN_MM_TILE);
+            for (int t = 0; t < nt; t++) {
+                const float *xt = x + (size_t)(tile * KN_MM_TILE + t) * c.K;
+                for (int64_t k = 0; k < c.K; k++) dst[k * KN_MM_TILE + t] = xt[k];
+            }
+        }
+        c.xp = xp;
+        c.rows_per_task = mm_rows_per_task(c.N, KN_MM_MR, 96);
+        int n_tasks = (int)((c.N + c.rows_per_task - 1) / c.rows_per_task);
+        kn_cpu_parallel(cpu, n_tasks, mm_panel_task, &c);
+        return;
+    }
+#endif
+    c.rows_per_task = mm_rows_per_task(c.N, 1, 256);
+    kn_cpu_parallel(cpu, (int)((c.N + c.rows_per_task - 1) / c.rows_per_task), mm_scalar_task, &c);
+    return;
+#ifdef KN_SIMD
+fail:
+    memset(y, 0, sizeof(float) * (size_t)n_tok * (size_t)w->n_rows);
+#endif
+}
+
+// y(n, n_cols) = rows ids[] of W, dequantised with the reference dequantiser.
+void kn_cpu_get_rows(struct kn_backend *be, float *y, const struct kn_tensor *w, const int32_t *ids, int n) {
+    struct kn_cpu *cpu = (struct kn_cpu *)be;
+    size_t rb = kn_row_bytes(w->type, w->n_cols);
+    for (int i = 0; i < n; i++) {
+        float *yr = y + (size_t)i * w->n_cols;
+        if (ids[i] < 0 || ids[i] >= w->n_rows || !rb) {
+            kn_cpu_set_error(cpu, "get_rows: row %d out of range (0..%lld) or bad type", ids[i],
+                             (long long)w->n_rows - 1);
+            memset(yr, 0, sizeof(float) * (size_t)w->n_cols);
+            continue;
+        }
+        const uint8_t *src = (const uint8_t *)w->data + (size_t)ids[i] * rb;
+        if (kn_dequant_row(w->type, src, yr, w->n_cols) != 0) {
+            kn_cpu_set_error(cpu, "get_rows: type %d not supported", w->type);
+            memset(yr, 0, sizeof(float) * (size_t)w->n_cols);
+        }
+    }
+}
