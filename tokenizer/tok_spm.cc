@@ -300,8 +300,21 @@ extern "C" struct tok *tok_load_vocab(const struct tok_vocab *v, char *err, size
         for (size_t i = 0; i < un; i++)
             if (t->types[i] == TOK_UNKNOWN) t->types[i] = TOK_CONTROL;
         t->types[static_cast<size_t>(unk)] = TOK_UNKNOWN;
-        bool byte_fallback = false;
-        for (size_t i = 0; i < un; i++) byte_fallback = byte_fallback || t->types[i] == TOK_BYTE;
+        // SentencePiece accepts byte pieces only with byte_fallback, and byte_fallback only with all 256 of
+        // them; with fewer, the byte pieces still decode as bytes here but the proto calls them unused.
+        bool have_byte[256] = {};
+        int n_bytes = 0;
+        for (size_t i = 0; i < un; i++) {
+            if (t->types[i] != TOK_BYTE) continue;
+            int b = tok_text_byte_piece(t->pieces[i].data(), t->pieces[i].size());
+            if (b < 0)
+                t->types[i] = TOK_NORMAL; // not spelled <0xAB>: an ordinary piece
+            else if (!have_byte[b]) {
+                have_byte[b] = true;
+                n_bytes++;
+            }
+        }
+        const bool byte_fallback = n_bytes == 256;
 
         // The proto: pieces first (field 1), then trainer_spec (2) and normalizer_spec (3).
         std::string proto, msg;
@@ -320,7 +333,7 @@ extern "C" struct tok *tok_load_vocab(const struct tok_vocab *v, char *err, size
             } else {
                 put_bytes(msg, 1, p);
                 put_float(msg, 2, t->scores[i]);
-                put_int(msg, 3, t->types[i]);
+                put_int(msg, 3, t->types[i] == TOK_BYTE && !byte_fallback ? TOK_UNUSED : t->types[i]);
             }
             put_bytes(proto, 1, msg);
         }
