@@ -32,10 +32,14 @@ float tok_score(const struct tok *t, int id);
 int tok_piece_to_id(const struct tok *t, const char *piece); // -1 when absent (control pieces too)
 
 // Encodes UTF-8 text (no BOS/EOS added). Writes up to cap ids; returns the number of ids the text needs
-// (may exceed cap: call again with a bigger buffer), or -1 on error. Text that names a control or
-// user-defined piece exactly (e.g. "<start_of_turn>") is NOT split out: use tok_encode_special.
+// (may exceed cap: call again with a bigger buffer), or -1 on error. Text that names a control piece
+// exactly (e.g. "<start_of_turn>", "<s>") is NOT split out: use tok_encode_special. User-defined pieces
+// (Gemma's "\n", whitespace runs, HTML tags) are always matched, as SentencePiece itself does.
 int tok_encode(const struct tok *t, const char *text, int32_t *ids, int cap);
-// Like tok_encode, but spans that spell a control/user-defined piece become that single id.
+// Like tok_encode, but spans that spell a control/unknown piece become that single id (longest match).
+// The text between them is encoded segment by segment exactly as tok_encode would, so with a dummy-prefix
+// model each segment gets its prefix ("<s>[INST]" -> <s> "▁[INST]", as Meta's Llama 2 chat code and
+// llama.cpp produce); Gemma adds none.
 int tok_encode_special(const struct tok *t, const char *text, int32_t *ids, int cap);
 
 // Text for one token in streaming output. `prev` is the previous token id (or -1): a leading space
@@ -52,6 +56,8 @@ struct tok_utf8 {
     int n_pend;
 };
 // Appends the valid UTF-8 from in[0..n) (plus pending bytes) to out (cap incl. NUL); returns bytes written.
+// Zero-initialise the struct. Output that does not fit stops at a character boundary and the rest of the
+// input is dropped; cap >= 3 * (n + 3) + 1 never truncates.
 int tok_utf8_push(struct tok_utf8 *u, const char *in, size_t n, char *out, size_t cap);
 // Flushes pending bytes (as U+FFFD when incomplete).
 int tok_utf8_flush(struct tok_utf8 *u, char *out, size_t cap);
