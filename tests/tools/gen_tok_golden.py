@@ -133,14 +133,21 @@ SPECIAL_CASES = {
     ],
 }
 
-# Published Hugging Face Gemma 3 ids (add_special_tokens=False unless the text starts with <bos>):
-# knights-analytics/hugot (hugot XLA test, "hard coded python tokens" for a Gemma 3 ONNX export) and
-# the Gemma-3 blog by Dhruv Patel (tokenizer.model pieces for "🫩": <0xF0> <0x9F> <0xAB> <0xA9>).
+# Published Gemma 3 tokenizations, each (mode, text, ids or None, pieces or None):
+# - ids from knights-analytics/hugot (its XLA Gemma test, "hard coded python tokens" of the HF tokenizer);
+# - pieces from Dhruv Patel's "(Re)building Gemma tokenizer in Python" (2025), which prints
+#   sentencepiece encode_as_pieces of the real Gemma 3 tokenizer.model. There <start_of_turn> and <unusedN>
+#   are user-defined (always matched); in the GGUF they are control, so here they need 'special' mode,
+#   while <bos> is control in both and stays split in 'plain' mode.
 GEMMA_ANCHORS = [
-    ("special",
-     "<bos><start_of_turn>user\nwhat is the capital of the Netherlands?<end_of_turn>\n",
-     [2, 105, 2364, 107, 14070, 563, 506, 5279, 529, 506, 23933, 236881, 106, 107]),
-    ("plain", "🫩", None),  # checked by pieces below
+    ("special", "<bos><start_of_turn>user\nwhat is the capital of the Netherlands?<end_of_turn>\n",
+     [2, 105, 2364, 107, 14070, 563, 506, 5279, 529, 506, 23933, 236881, 106, 107], None),
+    ("special", "<start_of_turn>user\nWho are you?<end_of_turn>\n<start_of_turn>model", None,
+     ["<start_of_turn>", "user", "\n", "Who", "\u2581are", "\u2581you", "?", "<end_of_turn>", "\n",
+      "<start_of_turn>", "model"]),
+    ("plain", "<bos>Heyllo", None, ["<", "bos", ">", "Hey", "llo"]),
+    ("special", "<unused10> blahblahblah", None, ["<unused10>", "\u2581blah", "blah", "blah"]),
+    ("plain", "\U0001fae9", None, ["<0xF0>", "<0x9F>", "<0xAB>", "<0xA9>"]),
 ]
 
 
@@ -306,17 +313,18 @@ def main():
     proto, gguf = gemma_proto(a.gguf)
     sp = spm.SentencePieceProcessor(model_file=None, model_proto=proto)
     specials = special_pieces(sp)
-    for mode, text, want in GEMMA_ANCHORS:
-        if want is None:
-            continue
-        got = encode_special(sp, specials, text) if mode == "special" else sp.encode(text)
-        assert got == want, (text, got, want)
-    assert sp.encode_as_pieces("🫩") == ["<0xF0>", "<0x9F>", "<0xAB>", "<0xA9>"]
     rows = rows_for(sp, "gemma3")
+    for mode, text, want_ids, want_pieces in GEMMA_ANCHORS:
+        got = encode_special(sp, specials, text) if mode == "special" else sp.encode(text)
+        if want_ids is not None:
+            assert got == want_ids, (text, got, want_ids)
+        if want_pieces is not None:
+            assert [sp.id_to_piece(i) for i in got] == want_pieces, (text, got, want_pieces)
+        rows.append((mode, text, got, sp.decode(got)))
     hdr = common + ["model: %s sha256 %s (vocabulary read with Python gguf %s, protobuf %s)"
                     % (os.path.basename(a.gguf), sha256(a.gguf), pkg_version("gguf"), pkg_version("protobuf")),
-                    "reference: Python-built ModelProto with Gemma 3 settings (see gemma_proto); anchored to "
-                    "published Hugging Face ids (GEMMA_ANCHORS)"]
+                    "reference: Python-built ModelProto with Gemma 3 settings (see gemma_proto); the last %d cases "
+                    "are published Gemma 3 tokenizations (GEMMA_ANCHORS), asserted before writing" % len(GEMMA_ANCHORS)]
     write(os.path.join(a.out, "tok_gemma3.txt"), hdr, rows)
     return 0
 
