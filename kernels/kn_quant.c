@@ -6,8 +6,13 @@
 
 int kn_type_supported(int type) { return kn_type_block_bytes(type) != 0; }
 
-// Round to nearest (halves away from zero is irrelevant here: callers clamp the result).
-static inline int kq_round(float v) { return (int)floorf(v + 0.5f); }
+// Round to nearest (how halves go is irrelevant: callers clamp the result). The float is bounded first so
+// that NaN or huge ratios (from degenerate scales) never reach an out-of-range float-to-int conversion.
+static inline int kq_round(float v) {
+    v = v > -1e6f ? v : -1e6f; // NaN compares false: becomes -1e6
+    v = v < 1e6f ? v : 1e6f;
+    return (int)floorf(v + 0.5f);
+}
 
 static inline int kq_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 

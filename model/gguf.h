@@ -38,7 +38,8 @@ int gguf_get_f32(const struct gguf *g, const char *key, float *out);
 int gguf_get_bool(const struct gguf *g, const char *key, int *out);
 // String value (not NUL-terminated inside the mapping): pointer and length.
 int gguf_get_str(const struct gguf *g, const char *key, const char **s, size_t *len);
-// Array metadata: element type and count. For numeric arrays *data points at the packed elements.
+// Array metadata: element type and count. For numeric arrays *data points at the packed little-endian
+// elements inside the mapping (possibly unaligned: copy them out with memcpy); NULL for string/nested arrays.
 int gguf_get_arr(const struct gguf *g, const char *key, int *elem_type, uint64_t *n, const void **data);
 // Element i of a string array.
 int gguf_get_arr_str(const struct gguf *g, const char *key, uint64_t i, const char **s, size_t *len);

@@ -167,9 +167,7 @@ static void build_small(struct rb *b, int m) {
     rb_str(b, m == M_DUP_NAME ? "a" : "b");
     if (m == M_ELEMS_OVERFLOW) {
         rb_u32(b, 4);
-        for (int k = 0; k < 4; k++) rb_u64(b, 1ull << 20);
-        rb_u64(b, 0); // (two u64 dims too many would misparse: keep 4 dims) -- replaced below
-        b->n -= 8;
+        for (int k = 0; k < 4; k++) rb_u64(b, 1ull << 20); // 2^80 elements
     } else {
         rb_u32(b, 2);
         rb_u64(b, m == M_NOT_BLOCK_MULT ? 48 : 32);
