@@ -1,4 +1,4 @@
-// tests/test_tok.c — tokenizer: golden ids from Python sentencepiece, vocabulary rebuilds, GGUF vocabularies, decoding, UTF-8 streaming.
+// tests/test_tok.c — tokenizer: golden ids, vocab rebuilds, GGUF vocabularies, decoding, UTF-8 streams.
 #include "tokenizer/tok.h"
 
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include "tests/test.h"
 #include "tokenizer/tok_vocab.h"
 
-// ---- golden files (tests/tools/gen_tok_golden.py) ------------------------------------------------------------
+// ---- golden files (tests/tools/gen_tok_golden.py) ---------------------------------------------------------
 
 struct gcase {
     int special; // tok_encode_special rather than tok_encode
@@ -41,13 +41,17 @@ static char *unescape(const char *s, size_t n) {
             continue;
         }
         char c = s[++i];
-        if (c == 't') o[j++] = '\t';
-        else if (c == 'n') o[j++] = '\n';
-        else if (c == 'r') o[j++] = '\r';
+        if (c == 't')
+            o[j++] = '\t';
+        else if (c == 'n')
+            o[j++] = '\n';
+        else if (c == 'r')
+            o[j++] = '\r';
         else if (c == 'x' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
             o[j++] = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
             i += 2;
-        } else o[j++] = c;
+        } else
+            o[j++] = c;
     }
     o[j] = '\0';
     return o;
@@ -129,9 +133,11 @@ static char *decode_stream(const struct tok *t, const int32_t *ids, int n) {
     s[0] = '\0';
     for (int i = 0; i <= n; i++) {
         int k = i < n ? tok_decode_piece(t, i ? ids[i - 1] : -1, ids[i], piece, sizeof piece) : 0;
-        int m = i < n ? tok_utf8_push(&u, piece, (size_t)k, buf, sizeof buf) : tok_utf8_flush(&u, buf, sizeof buf);
+        int m = i < n ? tok_utf8_push(&u, piece, (size_t)k, buf, sizeof buf)
+                      : tok_utf8_flush(&u, buf, sizeof buf);
         if (len + (size_t)m + 1 > cap) {
-            while (len + (size_t)m + 1 > cap) cap *= 2;
+            while (len + (size_t)m + 1 > cap)
+                cap *= 2;
             s = realloc(s, cap);
         }
         memcpy(s + len, buf, (size_t)m);
@@ -143,7 +149,8 @@ static char *decode_stream(const struct tok *t, const int32_t *ids, int n) {
 
 static void print_ids(const char *what, const int32_t *ids, int n) {
     fprintf(stderr, "    %s:", what);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, " %d", ids[i]);
     fputc('\n', stderr);
 }
 
@@ -155,15 +162,16 @@ static void check_golden(const char *label, const struct tok *t, const struct go
         int32_t *ids;
         int n = encode(t, c->special, c->text, &ids);
         int same = n == c->n_ids && (n == 0 || memcmp(ids, c->ids, sizeof(int32_t) * (size_t)n) == 0);
-        CHECK_MSG(same, "%s line %d (%s) \"%s\": ids differ", label, c->line, c->special ? "special" : "plain",
-                  c->text);
+        CHECK_MSG(same, "%s line %d (%s) \"%s\": ids differ", label, c->line,
+                  c->special ? "special" : "plain", c->text);
         if (!same && bad++ < 5) {
             print_ids("got ", ids, n);
             print_ids("want", c->ids, c->n_ids);
         }
         if (check_decode && strcmp(c->decoded, c->text) == 0) { // where SentencePiece round-trips
             char *d = decode_stream(t, c->ids, c->n_ids);
-            CHECK_MSG(strcmp(d, c->text) == 0, "%s line %d: decode \"%s\" != \"%s\"", label, c->line, d, c->text);
+            CHECK_MSG(strcmp(d, c->text) == 0, "%s line %d: decode \"%s\" != \"%s\"", label, c->line, d,
+                      c->text);
             free(d);
         }
         free(ids);
@@ -181,9 +189,16 @@ static struct tok *rebuild(const struct tok *src, int add_space_prefix, int remo
         scores[i] = tok_score(src, i);
         types[i] = tok_type(src, i);
     }
-    struct tok_vocab v = {.n_vocab = n, .pieces = pieces, .scores = scores, .types = types,
-                          .bos_id = tok_bos(src), .eos_id = tok_eos(src), .unk_id = tok_unk(src), .pad_id = -1,
-                          .add_space_prefix = add_space_prefix, .remove_extra_whitespaces = remove_extra_ws};
+    struct tok_vocab v = {.n_vocab = n,
+                          .pieces = pieces,
+                          .scores = scores,
+                          .types = types,
+                          .bos_id = tok_bos(src),
+                          .eos_id = tok_eos(src),
+                          .unk_id = tok_unk(src),
+                          .pad_id = -1,
+                          .add_space_prefix = add_space_prefix,
+                          .remove_extra_whitespaces = remove_extra_ws};
     char err[256] = "";
     struct tok *t = tok_load_vocab(&v, err, sizeof err);
     CHECK_MSG(t != NULL, "tok_load_vocab: %s", err);
@@ -195,7 +210,7 @@ static struct tok *rebuild(const struct tok *src, int add_space_prefix, int remo
 
 static int one_line(const char *s) { return s[0] != '\0' && strchr(s, '\n') == NULL; }
 
-// ---- tok512 / Llama 2 facts -----------------------------------------------------------------------------------
+// ---- tok512 / Llama 2 facts -------------------------------------------------------------------------------
 
 static void test_known_ids(const struct tok *t512, const struct tok *l2) {
     static const int32_t lily[] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
@@ -257,7 +272,8 @@ static void test_accessors(const struct tok *t512, const struct tok *l2) {
 static void test_load_errors(void) {
     char err[256] = "";
     CHECK(tok_load_model("/nonexistent/tok.model", err, sizeof err) == NULL);
-    CHECK_MSG(one_line(err) && strstr(err, "/nonexistent/tok.model") && strstr(err, "cannot open"), "%s", err);
+    CHECK_MSG(one_line(err) && strstr(err, "/nonexistent/tok.model") && strstr(err, "cannot open"), "%s",
+              err);
     err[0] = '\0';
     CHECK(tok_load_model(NULL, err, sizeof err) == NULL && one_line(err));
 
@@ -287,13 +303,18 @@ static void test_load_errors(void) {
     CHECK(tok_load_vocab(NULL, err, sizeof err) == NULL && one_line(err));
     const char *pieces[] = {"<unk>", "<s>", "</s>", "a"};
     const int32_t types[] = {TOK_UNKNOWN, TOK_CONTROL, TOK_CONTROL, TOK_NORMAL};
-    v = (struct tok_vocab){.n_vocab = 4, .pieces = pieces, .types = types, .bos_id = 9, .eos_id = 2, .unk_id = 0,
-                           .pad_id = -1};
+    v = (struct tok_vocab){
+        .n_vocab = 4, .pieces = pieces, .types = types, .bos_id = 9, .eos_id = 2, .unk_id = 0, .pad_id = -1};
     err[0] = '\0';
     CHECK(tok_load_vocab(&v, err, sizeof err) == NULL);
     CHECK_MSG(one_line(err) && strstr(err, "bos"), "%s", err);
     const int32_t no_unk[] = {TOK_NORMAL, TOK_CONTROL, TOK_CONTROL, TOK_NORMAL};
-    v = (struct tok_vocab){.n_vocab = 4, .pieces = pieces, .types = no_unk, .bos_id = 1, .eos_id = 2, .unk_id = -1,
+    v = (struct tok_vocab){.n_vocab = 4,
+                           .pieces = pieces,
+                           .types = no_unk,
+                           .bos_id = 1,
+                           .eos_id = 2,
+                           .unk_id = -1,
                            .pad_id = -1};
     err[0] = '\0';
     CHECK(tok_load_vocab(&v, err, sizeof err) == NULL);
@@ -303,12 +324,20 @@ static void test_load_errors(void) {
 // The GGUF fix-ups on a small hand-made vocabulary: user-defined "  " is matched as U+2581U+2581, empty and
 // duplicate pieces load, unk_id wins over a stray UNKNOWN type, unk found by type when unk_id is -1.
 static void test_vocab_fixups(void) {
-    const char *pieces[] = {"<unk>", "<s>", "</s>", "a", "b", "ab", "\xE2\x96\x81", "  ", "a", "", "<x>", "<0x41>"};
+    const char *pieces[] = {"<unk>",        "<s>", "</s>", "a", "b",   "ab",
+                            "\xE2\x96\x81", "  ",  "a",    "",  "<x>", "<0x41>"};
     const float scores[] = {0, 0, 0, -1, -2, -0.5f, -3, 0, -9, 0, 0, 0};
-    const int32_t types[] = {TOK_UNKNOWN, TOK_CONTROL, TOK_CONTROL, 1, 1, 1, 1, TOK_USER_DEFINED, 1, 1,
-                             TOK_CONTROL, TOK_BYTE};
-    struct tok_vocab v = {.n_vocab = 12, .pieces = pieces, .scores = scores, .types = types, .bos_id = 1,
-                          .eos_id = 2, .unk_id = -1, .pad_id = -1, .add_space_prefix = 0};
+    const int32_t types[] = {TOK_UNKNOWN, TOK_CONTROL,      TOK_CONTROL, 1, 1,           1,
+                             1,           TOK_USER_DEFINED, 1,           1, TOK_CONTROL, TOK_BYTE};
+    struct tok_vocab v = {.n_vocab = 12,
+                          .pieces = pieces,
+                          .scores = scores,
+                          .types = types,
+                          .bos_id = 1,
+                          .eos_id = 2,
+                          .unk_id = -1,
+                          .pad_id = -1,
+                          .add_space_prefix = 0};
     char err[256] = "";
     struct tok *t = tok_load_vocab(&v, err, sizeof err);
     CHECK_MSG(t != NULL, "%s", err);
@@ -321,7 +350,8 @@ static void test_vocab_fixups(void) {
     int32_t ids[16];
     char out[16];
     int n = tok_encode(t, "ab  ab", ids, 16);
-    CHECK_MSG(n == 3 && ids[0] == 5 && ids[1] == 7 && ids[2] == 5, "n=%d %d %d %d", n, ids[0], ids[1], ids[2]);
+    CHECK_MSG(n == 3 && ids[0] == 5 && ids[1] == 7 && ids[2] == 5, "n=%d %d %d %d", n, ids[0], ids[1],
+              ids[2]);
     n = tok_encode(t, "A", ids, 16); // one byte piece of 256: no byte fallback, so <unk>
     CHECK(n == 1 && ids[0] == 0);
     CHECK_EQ_INT(tok_type(t, 11), TOK_BYTE);
@@ -347,7 +377,7 @@ static void test_vocab_fixups(void) {
     tok_free(t);
 }
 
-// ---- decoding ---------------------------------------------------------------------------------------------------
+// ---- decoding ---------------------------------------------------------------------------------------------
 
 static void test_decode_piece(const struct tok *t512) {
     char out[64];
@@ -380,18 +410,31 @@ static void test_decode_piece(const struct tok *t512) {
 }
 
 static void test_punct(const struct tok *t512) {
-    static const int yes[] = {313 /* ▁" */, 426 /* . */, 432 /* , */, 443 /* ! */, 450 /* ? */, 465 /* “ */,
-                              481 /* — */, 486 /* … */, 488 /* ) */, 3 + 0x2E /* <0x2E> */, 3 + 0x7E /* ~ */};
-    static const int no[] = {0 /* <unk> */, 1 /* <s> */, 2, 3 /* <0x00> */, 3 + 0x41 /* <0x41> */,
-                             3 + 0xE2 /* <0xE2> */, 403 /* ▁Once */, 410 /* ▁ */, 498 /* NBSP */,
-                             503 /* € */, 511 /* hair space */, 512, -1};
+    static const int yes[] = {313 /* ▁" */, 426 /* . */,           432 /* , */, 443 /* ! */,
+                              450 /* ? */,  465 /* “ */,           481 /* — */, 486 /* … */,
+                              488 /* ) */,  3 + 0x2E /* <0x2E> */, 3 + 0x7E /* ~ */};
+    static const int no[] = {0 /* <unk> */,
+                             1 /* <s> */,
+                             2,
+                             3 /* <0x00> */,
+                             3 + 0x41 /* <0x41> */,
+                             3 + 0xE2 /* <0xE2> */,
+                             403 /* ▁Once */,
+                             410 /* ▁ */,
+                             498 /* NBSP */,
+                             503 /* € */,
+                             511 /* hair space */,
+                             512,
+                             -1};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
-        CHECK_MSG(tok_is_punct(t512, yes[i]), "id %d \"%s\" should be punctuation", yes[i], tok_piece(t512, yes[i]));
+        CHECK_MSG(tok_is_punct(t512, yes[i]), "id %d \"%s\" should be punctuation", yes[i],
+                  tok_piece(t512, yes[i]));
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
-        CHECK_MSG(!tok_is_punct(t512, no[i]), "id %d \"%s\" is not punctuation", no[i], tok_piece(t512, no[i]));
+        CHECK_MSG(!tok_is_punct(t512, no[i]), "id %d \"%s\" is not punctuation", no[i],
+                  tok_piece(t512, no[i]));
 }
 
-// ---- UTF-8 streaming ------------------------------------------------------------------------------------------
+// ---- UTF-8 streaming --------------------------------------------------------------------------------------
 
 #define FFFD "\xEF\xBF\xBD"
 
@@ -417,7 +460,11 @@ static int valid_utf8(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
-        int len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        int len = c < 0x80                 ? 1
+                  : c >= 0xC2 && c <= 0xDF ? 2
+                  : c >= 0xE0 && c <= 0xEF ? 3
+                  : c >= 0xF0 && c <= 0xF4 ? 4
+                                           : 0;
         if (!len || i + (size_t)len > n) return 0;
         for (int k = 1; k < len; k++)
             if ((s[i + (size_t)k] & 0xC0) != 0x80) return 0;
@@ -436,21 +483,27 @@ static void test_utf8(void) {
         const char *chunks[6];
         const char *want;
     } cases[] = {
-        {{"h\xC3", "\xA9llo", NULL}, "h\xC3\xA9llo"},                                   // é split
-        {{"\xF0", "\x9F", "\x98", "\x80", NULL}, "\xF0\x9F\x98\x80"},                    // 😀 byte by byte
-        {{"\xE2\x82", "\xAC!", NULL}, "\xE2\x82\xAC!"},                                  // € split 2+1
-        {{"\xFF", NULL}, FFFD},                                                          // never valid
-        {{"a\x80" "b", NULL}, "a" FFFD "b"},                                             // stray continuation
-        {{"\xC0\xAF", NULL}, FFFD FFFD},                                                 // overlong
-        {{"\xED\xA0\x80", NULL}, FFFD FFFD FFFD},                                        // surrogate
-        {{"\xF4\x90\x80\x80", NULL}, FFFD FFFD FFFD FFFD},                               // > U+10FFFF
-        {{"\xE0\x80", NULL}, FFFD FFFD},                                                 // overlong 3-byte lead
-        {{"\xE2\x82" "A", NULL}, FFFD "A"},                                              // truncated, then ASCII
-        {{"\xE2", "\x28", NULL}, FFFD "("},                                              // ill-formed across pushes
-        {{"\xF0\x9F", "\x98", NULL}, FFFD},                                              // truncated at flush
-        {{"\xF0\x9F\x98", "", "", NULL}, FFFD},                                          // empty pushes keep pending
-        {{"\xE2", "\x82\xAC\xE2\x82", "\xAC", NULL}, "\xE2\x82\xAC\xE2\x82\xAC"},        // pending twice
-        {{"\xC3", "\xC3\xA9", NULL}, FFFD "\xC3\xA9"},                                   // new lead cuts the old
+        {{"h\xC3", "\xA9llo", NULL}, "h\xC3\xA9llo"},                 // é split
+        {{"\xF0", "\x9F", "\x98", "\x80", NULL}, "\xF0\x9F\x98\x80"}, // 😀 byte by byte
+        {{"\xE2\x82", "\xAC!", NULL}, "\xE2\x82\xAC!"},               // € split 2+1
+        {{"\xFF", NULL}, FFFD},                                       // never valid
+        {{"a\x80"
+          "b",
+          NULL},
+         "a" FFFD "b"},                                    // stray continuation
+        {{"\xC0\xAF", NULL}, FFFD FFFD},                   // overlong
+        {{"\xED\xA0\x80", NULL}, FFFD FFFD FFFD},          // surrogate
+        {{"\xF4\x90\x80\x80", NULL}, FFFD FFFD FFFD FFFD}, // > U+10FFFF
+        {{"\xE0\x80", NULL}, FFFD FFFD},                   // overlong 3-byte lead
+        {{"\xE2\x82"
+          "A",
+          NULL},
+         FFFD "A"},                                                               // truncated, then ASCII
+        {{"\xE2", "\x28", NULL}, FFFD "("},                                       // ill-formed across pushes
+        {{"\xF0\x9F", "\x98", NULL}, FFFD},                                       // truncated at flush
+        {{"\xF0\x9F\x98", "", "", NULL}, FFFD},                                   // empty pushes keep pending
+        {{"\xE2", "\x82\xAC\xE2\x82", "\xAC", NULL}, "\xE2\x82\xAC\xE2\x82\xAC"}, // pending twice
+        {{"\xC3", "\xC3\xA9", NULL}, FFFD "\xC3\xA9"},                            // new lead cuts the old
         {{"", NULL}, ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -500,7 +553,7 @@ static void test_utf8(void) {
         for (size_t i = 0; i < n; i++) {
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
             unsigned r = (unsigned)(rng >> 33);
-            static const unsigned char pool[] = {'a', ' ', 0x80, 0xBF, 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xF0,
+            static const unsigned char pool[] = {'a',  ' ',  0x80, 0xBF, 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xF0,
                                                  0x9F, 0x98, 0xED, 0xA0, 0xF4, 0x90, 0xFF, 0xC0, 0xE0};
             in[i] = iter % 4 == 0 ? (unsigned char)r : pool[r % sizeof pool];
         }
@@ -530,7 +583,8 @@ static void test_utf8(void) {
         size_t tiny = 1 + (size_t)(rng >> 45) % 8;
         memset(buf, 'x', sizeof buf);
         int m = tok_utf8_push(&c, (const char *)in, n, buf, tiny);
-        if ((size_t)m >= tiny || buf[m] != '\0' || buf[tiny] != 'x' || !valid_utf8((unsigned char *)buf, (size_t)m))
+        if ((size_t)m >= tiny || buf[m] != '\0' || buf[tiny] != 'x' ||
+            !valid_utf8((unsigned char *)buf, (size_t)m))
             cap_ok = 0;
     }
     CHECK(split_ok);
@@ -539,7 +593,7 @@ static void test_utf8(void) {
     CHECK(pass_ok);
 }
 
-// ---- GGUF vocabularies ------------------------------------------------------------------------------------------
+// ---- GGUF vocabularies ------------------------------------------------------------------------------------
 
 // Writes the vocabulary of `src` into a tensor-less GGUF the way llama.cpp's converter does.
 static int write_vocab_gguf(const char *path, const struct tok *src, const char *model, const char *arch) {
@@ -621,7 +675,7 @@ static void test_gguf(const struct tok *l2, const struct golden *gl2) {
     unlink(path);
 }
 
-// ---- Gemma 3 (only when the model file is present) ------------------------------------------------------------
+// ---- Gemma 3 (only when the model file is present) --------------------------------------------------------
 
 static void test_gemma(void) {
     const char *path = getenv("KVCHAT_TEST_GEMMA");
@@ -648,9 +702,10 @@ static void test_gemma(void) {
         CHECK(strcmp(tok_piece(t, 138), "\xE2\x96\x81\xE2\x96\x81") == 0);
         CHECK_EQ_INT(tok_type(t, 107), TOK_USER_DEFINED);
         // published Hugging Face ids (see tests/tools/gen_tok_golden.py, GEMMA_ANCHORS)
-        static const int32_t hf[] = {105, 2364, 107, 14070, 563, 506, 5279, 529, 506, 23933, 236881, 106, 107};
-        int n = tok_encode_special(t, "<start_of_turn>user\nwhat is the capital of the Netherlands?<end_of_turn>\n",
-                                   ids, 64);
+        static const int32_t hf[] = {105, 2364, 107,   14070,  563, 506, 5279,
+                                     529, 506,  23933, 236881, 106, 107};
+        int n = tok_encode_special(
+            t, "<start_of_turn>user\nwhat is the capital of the Netherlands?<end_of_turn>\n", ids, 64);
         CHECK(n == 13 && memcmp(ids, hf, sizeof hf) == 0);
         const int32_t turn[] = {2, 105, 4368, 107, 236777};
         char *d = decode_stream(t, turn, 5);

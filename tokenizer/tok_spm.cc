@@ -1,4 +1,4 @@
-// tokenizer/tok_spm.cc — extern "C" tokenizer over libsentencepiece: .model files, GGUF vocabularies serialized to a ModelProto, encoding.
+// tokenizer/tok_spm.cc — extern "C" over libsentencepiece: .model files, GGUF vocabularies, encoding.
 #include "tokenizer/tok.h"
 
 #include <sentencepiece_processor.h>
@@ -45,9 +45,10 @@ void set_err(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-// ---- protobuf wire format (the subset a SentencePiece ModelProto needs) --------------------------------------
-// ModelProto { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2; NormalizerSpec normalizer_spec = 3 }
-// SentencePiece { string piece = 1; float score = 2; Type type = 3 }  (field numbers: sentencepiece_model.proto)
+// ---- protobuf wire format (the subset a SentencePiece ModelProto needs) -----------------------------------
+// ModelProto { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2; NormalizerSpec
+// normalizer_spec = 3 } SentencePiece { string piece = 1; float score = 2; Type type = 3 }  (field numbers:
+// sentencepiece_model.proto)
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
@@ -77,7 +78,8 @@ void put_float(std::string &o, unsigned field, float f) {
     uint32_t b;
     std::memcpy(&b, &f, 4);
     put_tag(o, field, WT_I32);
-    for (int i = 0; i < 4; i++) o.push_back(static_cast<char>(b >> (8 * i) & 0xFF));
+    for (int i = 0; i < 4; i++)
+        o.push_back(static_cast<char>(b >> (8 * i) & 0xFF));
 }
 
 struct pb_in {
@@ -108,13 +110,19 @@ bool get_field(pb_in &r, pb_field &f) {
     f.num = static_cast<unsigned>(key >> 3);
     f.wire = static_cast<unsigned>(key & 7);
     switch (f.wire) {
-    case WT_VARINT: return get_varint(r, f.value);
-    case WT_I64: n = 8; break;
-    case WT_I32: n = 4; break;
+    case WT_VARINT:
+        return get_varint(r, f.value);
+    case WT_I64:
+        n = 8;
+        break;
+    case WT_I32:
+        n = 4;
+        break;
     case WT_LEN:
         if (!get_varint(r, n)) return false;
         break;
-    default: return false; // groups: not in sentencepiece_model.proto
+    default:
+        return false; // groups: not in sentencepiece_model.proto
     }
     if (n > static_cast<uint64_t>(r.end - r.p)) return false;
     f.payload = {r.p, r.p + n};
@@ -190,13 +198,14 @@ bool encode_into(const tok &t, std::string_view text, std::vector<int> &out) {
 int copy_ids(const std::vector<int> &ids, int32_t *out, int cap) {
     if (ids.size() > static_cast<size_t>(INT32_MAX)) return -1;
     int n = static_cast<int>(ids.size());
-    for (int i = 0; i < n && i < cap && out; i++) out[i] = ids[static_cast<size_t>(i)];
+    for (int i = 0; i < n && i < cap && out; i++)
+        out[i] = ids[static_cast<size_t>(i)];
     return n;
 }
 
 } // namespace
 
-// ---- loading ---------------------------------------------------------------------------------------------------
+// ---- loading ----------------------------------------------------------------------------------------------
 
 extern "C" struct tok *tok_load_model(const char *path, char *err, size_t errlen) {
     try {
@@ -212,7 +221,8 @@ extern "C" struct tok *tok_load_model(const char *path, char *err, size_t errlen
         std::string bytes;
         char buf[1 << 16];
         size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, n);
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+            bytes.append(buf, n);
         bool rd_err = std::ferror(f) != 0;
         std::fclose(f);
         if (rd_err) {
@@ -243,7 +253,8 @@ extern "C" struct tok *tok_load_model(const char *path, char *err, size_t errlen
             t->scores.push_back(t->sp.GetScore(i));
         }
         t->types.resize(static_cast<size_t>(nv));
-        for (int i = 0; i < nv; i++) t->types[static_cast<size_t>(i)] = clamp_type(facts.types[static_cast<size_t>(i)]);
+        for (int i = 0; i < nv; i++)
+            t->types[static_cast<size_t>(i)] = clamp_type(facts.types[static_cast<size_t>(i)]);
         t->bos = t->sp.bos_id();
         t->eos = t->sp.eos_id();
         t->unk = t->sp.unk_id();
@@ -327,7 +338,10 @@ extern "C" struct tok *tok_load_vocab(const struct tok_vocab *v, char *err, size
             bool dup = p.empty() || (static_cast<int>(i) != unk && !seen.insert(p).second);
             msg.clear();
             if (dup) { // private name: invalid UTF-8, so no input text can ever spell it
-                put_bytes(msg, 1, "\xFF" "kvchat-unnamed-" + std::to_string(i));
+                put_bytes(msg, 1,
+                          "\xFF"
+                          "kvchat-unnamed-" +
+                              std::to_string(i));
                 put_float(msg, 2, t->scores[i]);
                 put_int(msg, 3, TOK_UNUSED);
             } else {
@@ -341,7 +355,8 @@ extern "C" struct tok *tok_load_vocab(const struct tok_vocab *v, char *err, size
             return id >= 0 ? std::string_view(t->pieces[static_cast<size_t>(id)]) : std::string_view(dflt);
         };
         // TrainerSpec field numbers: model_type 3 (BPE = 2), vocab_size 4, split_digits 25,
-        // allow_whitespace_only_pieces 26, byte_fallback 35, unk/bos/eos/pad_id 40-43, unk/bos/eos/pad_piece 45-48.
+        // allow_whitespace_only_pieces 26, byte_fallback 35, unk/bos/eos/pad_id 40-43, unk/bos/eos/pad_piece
+        // 45-48.
         msg.clear();
         put_int(msg, 3, 2);
         put_int(msg, 4, n);
@@ -368,7 +383,8 @@ extern "C" struct tok *tok_load_vocab(const struct tok_vocab *v, char *err, size
 
         auto st = t->sp.LoadFromSerializedProto(proto);
         if (!st.ok()) {
-            set_err(err, errlen, "tokenizer vocabulary rejected by SentencePiece (%s)", st.ToString().c_str());
+            set_err(err, errlen, "tokenizer vocabulary rejected by SentencePiece (%s)",
+                    st.ToString().c_str());
             return nullptr;
         }
         t->bos = v->bos_id;
@@ -387,7 +403,9 @@ extern "C" struct tok *tok_load_vocab(const struct tok_vocab *v, char *err, size
 
 namespace {
 
-bool str_eq(const char *s, size_t n, const char *lit) { return std::strlen(lit) == n && std::memcmp(s, lit, n) == 0; }
+bool str_eq(const char *s, size_t n, const char *lit) {
+    return std::strlen(lit) == n && std::memcmp(s, lit, n) == 0;
+}
 
 int gguf_id(const struct gguf *g, const char *key, int n_vocab, int &out, char *err, size_t errlen) {
     uint32_t v;
@@ -417,13 +435,15 @@ extern "C" struct tok *tok_load_gguf(const struct gguf *g, char *err, size_t err
         size_t len;
         int r = gguf_get_str(g, "tokenizer.ggml.model", &s, &len);
         if (r == -1) {
-            set_err(err, errlen, "GGUF has no tokenizer (tokenizer.ggml.model missing); give one with --tokenizer");
+            set_err(err, errlen,
+                    "GGUF has no tokenizer (tokenizer.ggml.model missing); give one with --tokenizer");
             return nullptr;
         }
         if (r != 0 || !str_eq(s, len, "llama")) {
             std::string name = r == 0 ? std::string(s, len) : std::string("(not a string)");
             set_err(err, errlen,
-                    "GGUF tokenizer.ggml.model is \"%s\"; only SentencePiece vocabularies (\"llama\") are supported",
+                    "GGUF tokenizer.ggml.model is \"%s\"; only SentencePiece vocabularies (\"llama\") are "
+                    "supported",
                     name.c_str());
             return nullptr;
         }
@@ -435,7 +455,8 @@ extern "C" struct tok *tok_load_gguf(const struct gguf *g, char *err, size_t err
             return nullptr;
         }
         if (n == 0 || n > static_cast<uint64_t>(INT32_MAX)) {
-            set_err(err, errlen, "GGUF tokenizer.ggml.tokens has %llu entries", static_cast<unsigned long long>(n));
+            set_err(err, errlen, "GGUF tokenizer.ggml.tokens has %llu entries",
+                    static_cast<unsigned long long>(n));
             return nullptr;
         }
         const size_t un = static_cast<size_t>(n);
@@ -499,7 +520,7 @@ extern "C" struct tok *tok_load_gguf(const struct gguf *g, char *err, size_t err
 
 extern "C" void tok_free(struct tok *t) { delete t; }
 
-// ---- vocabulary accessors ------------------------------------------------------------------------------------
+// ---- vocabulary accessors ---------------------------------------------------------------------------------
 
 extern "C" int tok_n_vocab(const struct tok *t) { return t ? static_cast<int>(t->pieces.size()) : 0; }
 extern "C" int tok_bos(const struct tok *t) { return t ? t->bos : -1; }
@@ -507,15 +528,21 @@ extern "C" int tok_eos(const struct tok *t) { return t ? t->eos : -1; }
 extern "C" int tok_unk(const struct tok *t) { return t ? t->unk : -1; }
 extern "C" int tok_drops_lead_space(const struct tok *t) { return t && t->drop_lead; }
 
-static bool valid_id(const struct tok *t, int id) { return t && id >= 0 && static_cast<size_t>(id) < t->pieces.size(); }
+static bool valid_id(const struct tok *t, int id) {
+    return t && id >= 0 && static_cast<size_t>(id) < t->pieces.size();
+}
 
-extern "C" int tok_type(const struct tok *t, int id) { return valid_id(t, id) ? t->types[static_cast<size_t>(id)] : 0; }
+extern "C" int tok_type(const struct tok *t, int id) {
+    return valid_id(t, id) ? t->types[static_cast<size_t>(id)] : 0;
+}
 
 extern "C" const char *tok_piece(const struct tok *t, int id) {
     return valid_id(t, id) ? t->pieces[static_cast<size_t>(id)].c_str() : "";
 }
 
-extern "C" float tok_score(const struct tok *t, int id) { return valid_id(t, id) ? t->scores[static_cast<size_t>(id)] : 0.0f; }
+extern "C" float tok_score(const struct tok *t, int id) {
+    return valid_id(t, id) ? t->scores[static_cast<size_t>(id)] : 0.0f;
+}
 
 extern "C" int tok_piece_to_id(const struct tok *t, const char *piece) {
     if (!t || !piece) return -1;
@@ -528,7 +555,7 @@ extern "C" int tok_piece_to_id(const struct tok *t, const char *piece) {
     }
 }
 
-// ---- encoding -------------------------------------------------------------------------------------------------
+// ---- encoding ---------------------------------------------------------------------------------------------
 
 extern "C" int tok_encode(const struct tok *t, const char *text, int32_t *ids, int cap) {
     if (!t || !text) return -1;

@@ -1,4 +1,4 @@
-// tokenizer/tok_text.c — pure-C text side of the tokenizer: streaming UTF-8 repair, piece decoding, punctuation test.
+// tokenizer/tok_text.c — pure-C text side: streaming UTF-8 repair, piece decoding, punctuation test.
 #include "tokenizer/tok.h"
 
 #include <string.h>
@@ -150,7 +150,7 @@ int tok_utf8_flush(struct tok_utf8 *u, char *out, size_t cap) {
     return (int)o.len;
 }
 
-// ---- piece decoding ----------------------------------------------------------------------------------------
+// ---- piece decoding ---------------------------------------------------------------------------------------
 
 static int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -192,7 +192,8 @@ int tok_decode_piece(const struct tok *t, int prev, int id, char *out, size_t ca
         }
     }
     size_t i = 0;
-    if ((prev < 0 || prev == tok_bos(t)) && tok_drops_lead_space(t) && n >= 3 && memcmp(p, SPACE_SYMBOL, 3) == 0)
+    if ((prev < 0 || prev == tok_bos(t)) && tok_drops_lead_space(t) && n >= 3 &&
+        memcmp(p, SPACE_SYMBOL, 3) == 0)
         i = 3;
     while (i < n && !o.full) {
         if (n - i >= 3 && memcmp(p + i, SPACE_SYMBOL, 3) == 0) {
@@ -210,7 +211,7 @@ int tok_decode_piece(const struct tok *t, int prev, int id, char *out, size_t ca
     return (int)o.len;
 }
 
-// ---- punctuation -------------------------------------------------------------------------------------------
+// ---- punctuation ------------------------------------------------------------------------------------------
 
 // White space removed before the test: ASCII \t\n\v\f\r and space, U+0085, U+00A0, U+1680, U+2000–U+200A,
 // U+2028, U+2029, U+202F, U+205F, U+3000, and U+2581 (the escaped space in pieces).
@@ -228,9 +229,11 @@ static int is_space_cp(unsigned c) {
 // U+FF01–U+FF0F, U+FF1A–U+FF20, U+FF3B–U+FF40, U+FF5B–U+FF65 (incl. halfwidth CJK marks). Range tests only,
 // no Unicode tables: other scripts' marks (e.g. Arabic comma, Devanagari danda) are not recognised.
 static int is_punct_cp(unsigned c) {
-    if (c < 0x80) return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) ||
-                         (c >= 0x7B && c <= 0x7E);
-    if (c < 0x100) return c == 0xA1 || c == 0xA7 || c == 0xAB || c == 0xB6 || c == 0xB7 || c == 0xBB || c == 0xBF;
+    if (c < 0x80)
+        return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) ||
+               (c >= 0x7B && c <= 0x7E);
+    if (c < 0x100)
+        return c == 0xA1 || c == 0xA7 || c == 0xAB || c == 0xB6 || c == 0xB7 || c == 0xBB || c == 0xBF;
     if (c >= 0x2010 && c <= 0x2027) return 1;
     if (c >= 0x2030 && c <= 0x205E) return 1;
     if (c >= 0x2E00 && c <= 0x2E7F) return 1;

@@ -1,4 +1,4 @@
-// tokenizer/tok_text.h — internal glue between tok_spm.cc and the pure-C text helpers in tok_text.c (not public API).
+// tokenizer/tok_text.h — internal glue between tok_spm.cc and the pure-C helpers of tok_text.c.
 #pragma once
 #include <stddef.h>
 

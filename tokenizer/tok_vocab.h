@@ -1,4 +1,4 @@
-// tokenizer/tok_vocab.h — build a tokenizer from plain vocabulary arrays (what a GGUF holds); tok_load_gguf wraps it.
+// tokenizer/tok_vocab.h — a tokenizer from plain vocabulary arrays (what a GGUF holds).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -15,10 +15,10 @@ struct tok_vocab {
     const char *const *pieces; // (n_vocab) UTF-8 piece text, as GGUF stores it
     const size_t *piece_lens;  // (n_vocab) byte lengths, or NULL when every piece is NUL-terminated
     const float *scores;       // (n_vocab) merge scores, or NULL for all 0
-    const int32_t *types;      // (n_vocab) enum tok_type, or NULL for all TOK_NORMAL; 0 or >6 read as TOK_NORMAL
+    const int32_t *types; // (n_vocab) enum tok_type, or NULL for all TOK_NORMAL; 0 or >6 read as TOK_NORMAL
     int bos_id, eos_id, unk_id, pad_id; // -1 when absent; unk_id -1 means "the piece typed TOK_UNKNOWN"
-    int add_space_prefix;          // SentencePiece add_dummy_prefix (GGUF tokenizer.ggml.add_space_prefix)
-    int remove_extra_whitespaces;  // SentencePiece normalizer option; GGUF has no key for it, so 0 there
+    int add_space_prefix;         // SentencePiece add_dummy_prefix (GGUF tokenizer.ggml.add_space_prefix)
+    int remove_extra_whitespaces; // SentencePiece normalizer option; GGUF has no key for it, so 0 there
 };
 
 // Serializes the vocabulary into a SentencePiece ModelProto (BPE, identity normalizer, whitespace escaped,
