@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <new>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -46,9 +45,8 @@ void set_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 // ---- protobuf wire format (the subset a SentencePiece ModelProto needs) -----------------------------------
-// ModelProto { repeated SentencePiece pieces = 1; TrainerSpec trainer_spec = 2; NormalizerSpec
-// normalizer_spec = 3 } SentencePiece { string piece = 1; float score = 2; Type type = 3 }  (field numbers:
-// sentencepiece_model.proto)
+// Field numbers from sentencepiece_model.proto. ModelProto: pieces = 1 (repeated SentencePiece),
+// trainer_spec = 2, normalizer_spec = 3. SentencePiece: piece = 1 (string), score = 2 (float), type = 3.
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
@@ -230,9 +228,12 @@ extern "C" struct tok *tok_load_model(const char *path, char *err, size_t errlen
             return nullptr;
         }
         model_facts facts;
-        if (bytes.empty() || !parse_model(bytes, facts) || facts.types.empty()) {
-            set_err(err, errlen, "%s: not a SentencePiece model (%s)", path,
-                    bytes.empty() ? "empty file" : "no vocabulary in a ModelProto");
+        const char *why = bytes.empty()                ? "empty file"
+                          : !parse_model(bytes, facts) ? "not a protobuf ModelProto"
+                          : facts.types.empty()        ? "no pieces"
+                                                       : nullptr;
+        if (why) {
+            set_err(err, errlen, "%s: not a SentencePiece model (%s)", path, why);
             return nullptr;
         }
         auto t = std::make_unique<tok>();
