@@ -6,15 +6,15 @@
 
 int kn_type_supported(int type) { return kn_type_block_bytes(type) != 0; }
 
-// Round to nearest (how halves go is irrelevant: callers clamp the result). The float is bounded first so
-// that NaN or huge ratios (from degenerate scales) never reach an out-of-range float-to-int conversion.
-static inline int kq_round(float v) {
-    v = v > -1e6f ? v : -1e6f; // NaN compares false: becomes -1e6
-    v = v < 1e6f ? v : 1e6f;
-    return (int)floorf(v + 0.5f);
+// Nearest integer to v, clamped to [lo, hi]. Clamping happens in float so that NaN (which fails both
+// comparisons and lands on lo) or a huge ratio from a degenerate scale never reaches an out-of-range
+// float-to-int conversion. How exact halves round is irrelevant to the formats.
+static inline int kq_qclamp(float v, int lo, int hi) {
+    float r = floorf(v + 0.5f);
+    r = r > (float)lo ? r : (float)lo;
+    r = r < (float)hi ? r : (float)hi;
+    return (int)r;
 }
-
-static inline int kq_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // fp32 -> fp16 -> fp32: the value a stored fp16 scale will decode to.
 static inline float kq_fp16_round(float v) { return kn_half_to_float(kn_float_to_half(v)); }
@@ -210,8 +210,8 @@ static void q_q4_0(const float *x, struct kn_block_q4_0 *b) {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = kn_float_to_half(d);
     for (int j = 0; j < KN_QK / 2; j++) {
-        int lo = kq_clamp(kq_round(x[j] * id) + 8, 0, 15);
-        int hi = kq_clamp(kq_round(x[j + KN_QK / 2] * id) + 8, 0, 15);
+        int lo = kq_qclamp(x[j] * id, -8, 7) + 8;
+        int hi = kq_qclamp(x[j + KN_QK / 2] * id, -8, 7) + 8;
         b->qs[j] = (uint8_t)(lo | (hi << 4));
     }
 }
@@ -222,8 +222,8 @@ static void q_q5_0(const float *x, struct kn_block_q5_0 *b) {
     b->d = kn_float_to_half(d);
     memset(b->qh, 0, sizeof b->qh);
     for (int j = 0; j < KN_QK / 2; j++) {
-        int lo = kq_clamp(kq_round(x[j] * id) + 16, 0, 31);
-        int hi = kq_clamp(kq_round(x[j + KN_QK / 2] * id) + 16, 0, 31);
+        int lo = kq_qclamp(x[j] * id, -16, 15) + 16;
+        int hi = kq_qclamp(x[j + KN_QK / 2] * id, -16, 15) + 16;
         b->qs[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
         int jh = j + KN_QK / 2;
         b->qh[j >> 3] |= (uint8_t)((lo >> 4) << (j & 7));
@@ -249,8 +249,8 @@ static void q_q4_1(const float *x, struct kn_block_q4_1 *b) {
     b->d = kn_float_to_half(d);
     b->m = kn_float_to_half(m);
     for (int j = 0; j < KN_QK / 2; j++) {
-        int lo = kq_clamp(kq_round((x[j] - m) * id), 0, 15);
-        int hi = kq_clamp(kq_round((x[j + KN_QK / 2] - m) * id), 0, 15);
+        int lo = kq_qclamp((x[j] - m) * id, 0, 15);
+        int hi = kq_qclamp((x[j + KN_QK / 2] - m) * id, 0, 15);
         b->qs[j] = (uint8_t)(lo | (hi << 4));
     }
 }
@@ -263,8 +263,8 @@ static void q_q5_1(const float *x, struct kn_block_q5_1 *b) {
     b->m = kn_float_to_half(m);
     memset(b->qh, 0, sizeof b->qh);
     for (int j = 0; j < KN_QK / 2; j++) {
-        int lo = kq_clamp(kq_round((x[j] - m) * id), 0, 31);
-        int hi = kq_clamp(kq_round((x[j + KN_QK / 2] - m) * id), 0, 31);
+        int lo = kq_qclamp((x[j] - m) * id, 0, 31);
+        int hi = kq_qclamp((x[j + KN_QK / 2] - m) * id, 0, 31);
         b->qs[j] = (uint8_t)((lo & 15) | ((hi & 15) << 4));
         int jh = j + KN_QK / 2;
         b->qh[j >> 3] |= (uint8_t)((lo >> 4) << (j & 7));
@@ -278,7 +278,7 @@ static void q_q8_0(const float *x, struct kn_block_q8_0 *b) {
     float d = kq_fp16_round(amax / 127.0f);
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = kn_float_to_half(d);
-    for (int j = 0; j < KN_QK; j++) b->qs[j] = (int8_t)kq_clamp(kq_round(x[j] * id), -127, 127);
+    for (int j = 0; j < KN_QK; j++) b->qs[j] = (int8_t)kq_qclamp(x[j] * id, -127, 127);
 }
 
 // Fits x[0..n) ≈ s * q - m with integer q in [0, nmax], s >= 0 and m >= 0 (the range always covers 0, as
@@ -301,7 +301,7 @@ static void kq_fit_affine(const float *x, int n, int nmax, float *s_out, float *
         float is = 1.0f / s;
         float sq = 0, sqq = 0, sx = 0, sxq = 0;
         for (int i = 0; i < n; i++) {
-            float q = (float)kq_clamp(kq_round((x[i] - b) * is), 0, nmax);
+            float q = (float)kq_qclamp((x[i] - b) * is, 0, nmax);
             sq += q;
             sqq += q * q;
             sx += x[i];
@@ -338,8 +338,8 @@ static void kq_quant_k_affine(const float *x, int nmax, kn_half *d_out, kn_half 
     float id = d > 0.0f ? 1.0f / d : 0.0f, idmin = dmin > 0.0f ? 1.0f / dmin : 0.0f;
     int sc[8], mq[8];
     for (int j = 0; j < 8; j++) {
-        sc[j] = kq_clamp(kq_round(s[j] * id), 0, 63);
-        mq[j] = kq_clamp(kq_round(m[j] * idmin), 0, 63);
+        sc[j] = kq_qclamp(s[j] * id, 0, 63);
+        mq[j] = kq_qclamp(m[j] * idmin, 0, 63);
     }
     *d_out = kn_float_to_half(d);
     *dmin_out = kn_float_to_half(dmin);
@@ -348,7 +348,7 @@ static void kq_quant_k_affine(const float *x, int nmax, kn_half *d_out, kn_half 
         float es = d * (float)sc[j], em = dmin * (float)mq[j];
         float ies = es > 0.0f ? 1.0f / es : 0.0f;
         for (int i = 0; i < 32; i++)
-            codes[32 * j + i] = (uint8_t)kq_clamp(kq_round((x[32 * j + i] + em) * ies), 0, nmax);
+            codes[32 * j + i] = (uint8_t)kq_qclamp((x[32 * j + i] + em) * ies, 0, nmax);
     }
 }
 
@@ -387,7 +387,7 @@ static float kq_fit_sym6(const float *x) {
     for (int it = 0; it < 2; it++) {
         float is = 1.0f / s, sxq = 0, sqq = 0;
         for (int i = 0; i < 16; i++) {
-            float q = (float)kq_clamp(kq_round(x[i] * is), -32, 31);
+            float q = (float)kq_qclamp(x[i] * is, -32, 31);
             sxq += x[i] * q;
             sqq += q * q;
         }
@@ -410,11 +410,11 @@ static void q_q6_k(const float *x, struct kn_block_q6_k *b) {
     b->d = kn_float_to_half(d);
     uint8_t q[KN_QK_K];
     for (int j = 0; j < 16; j++) {
-        int sc = kq_clamp(kq_round(s[j] * id), -127, 127);
+        int sc = kq_qclamp(s[j] * id, -127, 127);
         b->scales[j] = (int8_t)sc;
         float es = d * (float)sc;
         float ies = es != 0.0f ? 1.0f / es : 0.0f;
-        for (int i = 0; i < 16; i++) q[16 * j + i] = (uint8_t)(kq_clamp(kq_round(x[16 * j + i] * ies), -32, 31) + 32);
+        for (int i = 0; i < 16; i++) q[16 * j + i] = (uint8_t)(kq_qclamp(x[16 * j + i] * ies, -32, 31) + 32);
     }
     memset(b->qh, 0, sizeof b->qh);
     for (int h = 0; h < 2; h++) {

@@ -584,6 +584,23 @@ static void test_api(void) {
     CHECK(!strcmp(kn_type_name(KN_BF16), "BF16") && !strcmp(kn_type_name(-3), "?") && !strcmp(kn_type_name(500), "?"));
 }
 
+// NaN, infinities and huge values must not crash or hit undefined conversions (run under UBSan).
+static void test_degenerate(void) {
+    static const int types[] = {KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1, KN_Q8_0, KN_Q4_K, KN_Q5_K, KN_Q6_K};
+    float x[256], y[256];
+    uint8_t q[8 * 34]; // 256 values at the widest of these formats (Q8_0)
+    const float specials[] = {NAN, INFINITY, -INFINITY, 1e30f, -3e38f, 1e-40f};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int ok = 1;
+        for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+            for (int i = 0; i < 256; i++) x[i] = (float)(i % 7) * 0.1f - 0.3f;
+            x[37] = specials[k];
+            ok &= kn_quantize_row(types[t], x, q, 256) == 0 && kn_dequant_row(types[t], q, y, 256) == 0;
+        }
+        CHECK(ok);
+    }
+}
+
 static void bench_q4k(void) {
     enum { N = 256 * 4096 };
     float *x = malloc(N * sizeof *x);
@@ -608,6 +625,7 @@ int main(void) {
     test_oracle();
     test_round_trips();
     test_scale_choice();
+    test_degenerate();
     bench_q4k();
     return test_done();
 }
