@@ -44,10 +44,11 @@ TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELP := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 TEST_HOBJ := $(TEST_HELP:%.c=$(BUILD)/%.o)
+TEST_SH   := $(wildcard tests/*.sh)
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 
-.PHONY: all help deps test test-asan test-model test-gpu bench bench-gpu cuda-check model run clean format
+.PHONY: all help deps test test-asan test-model test-gpu bench bench-matmul bench-gpu cuda-check model run clean format
 all: kvchat
 
 help:
@@ -94,17 +95,25 @@ $(BUILD)/tests/gpu/%: tests/gpu/%.c $(TEST_HOBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HOBJ) $(LIB) $(LDLIBS)
 
+# The suite runs on the CPU build (CUDA=0 unless given): it is what every machine, CI included, can run.
+# `make test-gpu` covers the CUDA backend.
+TEST_CUDA ?= 0
 test: deps
-	@$(MAKE) --no-print-directory build-tests
-	@sh tests/run_tests.sh $(BUILD) $(TEST_BIN)
+	@$(MAKE) --no-print-directory CUDA=$(TEST_CUDA) build-tests
+	@$(MAKE) --no-print-directory CUDA=$(TEST_CUDA) run-tests
 
-build-tests: kvchat $(TEST_BIN)
+run-tests:
+	@KVCHAT_BIN=$(BUILD)/kvchat sh tests/run_tests.sh $(BUILD) $(TEST_BIN) $(TEST_SH)
+
+build-tests: $(BUILD)/kvchat $(TEST_BIN)
 
 test-asan:
-	@$(MAKE) --no-print-directory CUDA=0 OPT=-O1 SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" test
+	@$(MAKE) --no-print-directory CUDA=0 OPT=-O1 SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+		TEST_CUDA=0 test
 
-test-model: kvchat $(TEST_BIN)
-	@KVCHAT_TEST_MODEL=1 sh tests/run_tests.sh $(BUILD) $(TEST_BIN)
+test-model: deps
+	@$(MAKE) --no-print-directory CUDA=0 build-tests
+	@KVCHAT_TEST_MODEL=1 $(MAKE) --no-print-directory CUDA=0 run-tests
 
 cuda-check:
 	@$(MAKE) --no-print-directory CUDA=1 kvchat $(GPU_TEST_BIN:build/cpu/%=build/cuda/%)
@@ -124,6 +133,10 @@ $(BUILD)/mkmodel: tests/tools/mkmodel.c $(LIB)
 
 bench: kvchat
 	@sh tests/tools/bench.sh
+
+# CPU matmul throughput on TinyLlama-1.1B shapes (built by the tests/% rule above); ARGS="-t 2 -r 5"
+bench-matmul: $(BUILD)/tests/tools/bench_matmul
+	$(BUILD)/tests/tools/bench_matmul $(ARGS)
 
 bench-gpu:
 	@$(MAKE) --no-print-directory CUDA=1 kvchat

@@ -2,7 +2,7 @@
 # tests/run_tests.sh BUILD_DIR TEST... — runs each test (binary or .sh), sums their "N passed, N failed" lines.
 build=$1; shift
 total_pass=0; total_fail=0; broken=""
-export KVCHAT_BIN="${KVCHAT_BIN:-./kvchat}"
+export KVCHAT_BIN="${KVCHAT_BIN:-$build/kvchat}"
 for t in "$@"; do
   name=$(basename "$t")
   case "$t" in

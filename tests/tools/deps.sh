@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/tools/deps.sh — installs the Debian packages kvchat needs, only those missing (apt-get as root or sudo).
-pkgs="build-essential pkg-config libsentencepiece-dev libncurses-dev tmux python3"
+pkgs="build-essential pkg-config libsentencepiece-dev libncurses-dev tmux python3 python3-pip"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
