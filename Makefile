@@ -49,6 +49,7 @@ GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 
 .PHONY: all help deps test test-asan test-model test-gpu bench bench-matmul bench-gpu cuda-check model run clean format
+.PHONY: kvchat build-tests run-tests
 all: kvchat
 
 help:
