@@ -58,6 +58,30 @@ static float kth_largest(float *a, int n, int k) {
     return a[k];
 }
 
+// Halves the host metadata arrays while they are at most a quarter used (they are counted in kv_bytes).
+void kv_fp_meta_shrink(struct kv_cache *kv, struct kv_head *hd) {
+    while (hd->cap_fpb > 4 && hd->n_fpb * 4 <= hd->cap_fpb) {
+        int cap = hd->cap_fpb / 2;
+        size_t ns = (size_t)cap * KV_FP_BLOCK;
+        void **fpb = realloc(hd->fpb, (size_t)cap * sizeof *fpb);
+        int32_t *pos = realloc(hd->pos, ns * sizeof *pos);
+        uint8_t *fl = realloc(hd->flags, ns);
+        if (fpb) hd->fpb = fpb;
+        if (pos) hd->pos = pos;
+        if (fl) hd->flags = fl;
+        if (hd->score) {
+            float *sc = realloc(hd->score, ns * sizeof *sc);
+            if (sc) hd->score = sc;
+        }
+        if (hd->pend) {
+            int32_t *pe = realloc(hd->pend, ns * sizeof *pe);
+            if (pe) hd->pend = pe;
+        }
+        (void)kv;
+        hd->cap_fpb = cap; // a failed shrinking realloc leaves the larger block, which is still valid
+    }
+}
+
 // Removes fp slots (ascending list) by moving the last slot into each hole; frees emptied blocks.
 int kv_fp_remove(struct kv_cache *kv, struct kv_head *hd, const int32_t *slots, int n) {
     if (n <= 0) return 0;
@@ -79,6 +103,7 @@ int kv_fp_remove(struct kv_cache *kv, struct kv_head *hd, const int32_t *slots, 
     if (n_mv) kv->be->ops->kv_move(kv->be, kv->mv_src, kv->mv_dst, n_mv, kv->p.head_dim);
     int need = (hd->n_fp + KV_FP_BLOCK - 1) / KV_FP_BLOCK;
     while (hd->n_fpb > need) kv_pool_put(&kv->fp_pool, hd->fpb[--hd->n_fpb]);
+    kv_fp_meta_shrink(kv, hd);
     return 0;
 }
 

@@ -114,6 +114,7 @@ static inline struct kv_slot kv_fp_slot(const struct kv_head *hd, int s) {
 // kv_evict.c
 int kv_evict_head(struct kv_cache *kv, int layer, int h, int phase);
 int kv_fp_remove(struct kv_cache *kv, struct kv_head *hd, const int32_t *slots, int n);
+void kv_fp_meta_shrink(struct kv_cache *kv, struct kv_head *hd);
 int kv_ensure_scratch(struct kv_cache *kv, size_t n);
 int kv_ensure_moves(struct kv_cache *kv, size_t n);
 // kv_kivi.c
