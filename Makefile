@@ -133,7 +133,7 @@ $(BUILD)/mkmodel: tests/tools/mkmodel.c $(LIB)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 bench: kvchat
-	@sh tests/tools/bench.sh
+	@sh tests/tools/bench.sh $(BUILD)
 
 # CPU matmul throughput on TinyLlama-1.1B shapes (built by the tests/% rule above); ARGS="-t 2 -r 5"
 bench-matmul: $(BUILD)/tests/tools/bench_matmul

@@ -1,0 +1,22 @@
+#!/bin/sh
+# tests/tools/bench.sh — `make bench`: CPU speed on random-weight TinyLlama-1.1B-shape GGUFs (dim 2048, 22 layers,
+# 32 heads, 4 KV heads, ffn 5632, vocab 32000) in Q4_K_M and Q8_0, generated once by mkmodel into
+# $KVCHAT_BENCH_DIR (default /tmp/kvchat-bench). Prefill(128) and decode speed, as llama.cpp's pp128/tg reports.
+# Extra arguments go to `kvchat bench` (e.g. --kv-bits 2 --ctx 2048,8192).
+set -eu
+build=${1:-build/cpu}
+shift 2>/dev/null || true
+dir=${KVCHAT_BENCH_DIR:-/tmp/kvchat-bench}
+mkdir -p "$dir"
+make --no-print-directory CUDA=0 "$build/mkmodel" >/dev/null
+for t in q4_k_m q8_0; do
+  f="$dir/tinyllama-$t.gguf"
+  if [ ! -s "$f" ]; then
+    echo "bench: generating $f"
+    "$build/mkmodel" --preset tinyllama --type "$t" -o "$f.tmp" >/dev/null && mv "$f.tmp" "$f"
+  fi
+done
+threads=${KVCHAT_BENCH_THREADS:-$(nproc)}
+for t in q4_k_m q8_0; do
+  ./kvchat bench -m "$dir/tinyllama-$t.gguf" -t "$threads" --device cpu --ctx 128 --bench-gen 32 "$@"
+done
