@@ -4,11 +4,11 @@
 # $KVCHAT_BENCH_DIR (default /tmp/kvchat-bench). Prefill(128) and decode speed, as llama.cpp's pp128/tg reports.
 # Extra arguments go to `kvchat bench` (e.g. --kv-bits 2 --ctx 2048,8192).
 set -eu
-build=${1:-build/cpu}
-shift 2>/dev/null || true
+shift 2>/dev/null || true # the build dir argument (unused: mkmodel is always the CPU build)
+build=build/cpu
 dir=${KVCHAT_BENCH_DIR:-/tmp/kvchat-bench}
 mkdir -p "$dir"
-make --no-print-directory CUDA=0 "$build/mkmodel" >/dev/null
+make --no-print-directory CUDA=0 mkmodel >/dev/null
 for t in q4_k_m q8_0; do
   f="$dir/tinyllama-$t.gguf"
   if [ ! -s "$f" ]; then
