@@ -131,7 +131,13 @@ static void test_dash_plan(void) {
                 CHECK(!tui_rect_overlap(P.info, P.grid));
                 CHECK(P.info.w >= 0 && P.info.h >= 0 && P.grid.w >= 0 && P.grid.h >= 0);
                 if (P.side_by_side) CHECK(P.info.w >= TUI_DASH_INFO_MIN_W && P.grid.w == gw);
-                if (!P.side_by_side && in.h >= 3 + 10 && gh >= 3) CHECK(P.info.h == 10 && P.grid.h >= 3);
+                if (!P.side_by_side && in.w > 0 && in.h > 0) {
+                    int keep = gh < (in.h / 2 > 3 ? in.h / 2 : 3) ? gh : (in.h / 2 > 3 ? in.h / 2 : 3);
+                    int want = in.h - keep < 10 ? in.h - keep : 10;
+                    if (want < 0) want = 0;
+                    CHECK_MSG(P.info.h == want && P.info.h + P.grid.h == in.h, "plan %dx%d gh %d: info %d grid %d",
+                              in.w, in.h, gh, P.info.h, P.grid.h);
+                }
             }
         }
     }

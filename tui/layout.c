@@ -76,17 +76,19 @@ void tui_dash_plan_compute(struct tui_rect in, int grid_w_want, int grid_h_want,
     memset(P, 0, sizeof *P);
     if (in.w <= 0 || in.h <= 0) return;
     if (grid_w_want < 1) grid_w_want = 1;
-    if (in.w >= grid_w_want + 1 + TUI_DASH_INFO_MIN_W && in.h >= 3) {
+    if (in.w >= grid_w_want + 2 + TUI_DASH_INFO_MIN_W && in.h >= 3) {
         P->side_by_side = 1;
         P->grid = rect(in.x, in.y, grid_w_want, in.h);
-        P->info = rect(in.x + grid_w_want + 1, in.y, in.w - grid_w_want - 1, in.h);
+        P->info = rect(in.x + grid_w_want + 2, in.y, in.w - grid_w_want - 2, in.h);
         return;
     }
-    int min_grid = clampi(grid_h_want, 0, 3);
-    int ih = info_h_want;
-    if (ih > in.h - min_grid) ih = in.h - min_grid;
+    // the grid keeps what it wants up to half the height (at least 3 rows); the info gets the rest
+    int grid_keep = grid_h_want < 0 ? 0 : grid_h_want;
+    int half = in.h / 2 > 3 ? in.h / 2 : 3;
+    if (grid_keep > half) grid_keep = half;
+    int ih = clampi(info_h_want, 0, in.h);
+    if (ih > in.h - grid_keep) ih = in.h - grid_keep;
     if (ih < 0) ih = 0;
-    if (ih > in.h) ih = in.h;
     P->info = rect(in.x, in.y, in.w, ih);
     P->grid = rect(in.x, in.y + ih, in.w, in.h - ih);
 }

@@ -47,7 +47,8 @@ void tui_layout_compute(int cols, int rows, int input_lines, unsigned flags, str
 
 // How the dashboard splits its inner area between the info column (memory, speed, selection) and the
 // layer x head grid: side by side when the grid's wanted width plus a readable info column fit, else
-// stacked with the info on top (at most info_h_want rows, leaving the grid at least 3 rows when possible).
+// stacked with the info on top: the grid keeps min(grid_h_want, max(3, h/2)) rows, the info at most
+// info_h_want of the rest.
 struct tui_dash_plan {
     int side_by_side;
     struct tui_rect info, grid;

@@ -44,19 +44,59 @@ double tui_ring_max(const struct tui_ring *r, int count) {
     return m;
 }
 
+void tui_ring_set_last(struct tui_ring *r, double v) {
+    if (r->n == 0) {
+        tui_ring_push(r, v);
+        return;
+    }
+    r->v[(r->head - 1 + r->cap) % r->cap] = v;
+}
+
+void tui_ring_compact(struct tui_ring *r) {
+    int n = r->n, k = 0;
+    double *tmp = r->v;
+    int start = (r->head - n + r->cap) % r->cap;
+    double *lin = malloc((size_t)(n ? n : 1) * sizeof *lin);
+    if (!lin) { // no memory: drop the older half instead
+        r->n = n / 2;
+        return;
+    }
+    for (int i = 0; i < n; i++) lin[i] = tmp[(start + i) % r->cap];
+    for (int i = 1; i < n; i += 2) r->v[k++] = lin[i];
+    if (n % 2) r->v[k++] = lin[n - 1]; // an unpaired newest sample survives
+    free(lin);
+    r->n = k;
+    r->head = k % r->cap;
+}
+
+static int level_of(double v, double scale) {
+    if (!(v > 0) || !(scale > 0)) return 0;
+    int lv = (int)ceil(v / scale * 8.0 - 1e-9);
+    return lv < 1 ? 1 : lv > 8 ? 8 : lv;
+}
+
+int tui_spark_fit(const struct tui_ring *r, int width, double scale, unsigned char *levels) {
+    if (width <= 0 || r->n == 0) return 0;
+    if (r->n <= width) return tui_spark_levels(r, width, scale, levels);
+    if (scale <= 0) scale = tui_ring_max(r, 0);
+    for (int c = 0; c < width; c++) {
+        int a = (int)((long long)c * r->n / width), b = (int)((long long)(c + 1) * r->n / width);
+        double m = tui_ring_get(r, a);
+        for (int i = a + 1; i < b; i++) {
+            double v = tui_ring_get(r, i);
+            if (v > m) m = v;
+        }
+        levels[c] = (unsigned char)level_of(m, scale);
+    }
+    return width;
+}
+
 int tui_spark_levels(const struct tui_ring *r, int width, double scale, unsigned char *levels) {
     if (width <= 0 || r->n == 0) return 0;
     int count = r->n < width ? r->n : width;
     if (scale <= 0) scale = tui_ring_max(r, count);
     for (int k = 0; k < count; k++) {
-        double v = tui_ring_get(r, r->n - count + k);
-        int lv = 0;
-        if (v > 0 && scale > 0) {
-            lv = (int)ceil(v / scale * 8.0 - 1e-9);
-            if (lv < 1) lv = 1;
-            if (lv > 8) lv = 8;
-        }
-        levels[k] = (unsigned char)lv;
+        levels[k] = (unsigned char)level_of(tui_ring_get(r, r->n - count + k), scale);
     }
     return count;
 }

@@ -10,7 +10,7 @@ struct tui;
 struct tui_head_stats {
     uint32_t comps;       // the head's policy components (enum kv_comp bits; picks the colour)
     char glyph;           // grid glyph (kv_comps_glyph)
-    char name[15];        // short policy name (kv_comps_name), e.g. "S+P+F"
+    char name[32];        // policy name (kv_comps_name), e.g. "special+punct"
     int32_t retained;     // tokens held
     int32_t budget;       // tokens the policy allows now (-1 = unbounded)
     float recovery;       // attention recovered at the last profile (-1 unknown)
@@ -81,6 +81,8 @@ void tui_set_busy(struct tui *t, int busy);
 int tui_is_busy(const struct tui *t);
 // Latest stats (copied; ignored while the dashboard is frozen). Also feeds the KV sparkline.
 void tui_set_stats(struct tui *t, const struct tui_stats *s);
+// One more sparkline sample (e.g. per generated token; ignored while frozen). tui_set_stats samples too.
+void tui_add_sample(struct tui *t, uint64_t kv_bytes, uint64_t kv_bytes_full, int n_past);
 // Forgets the sparkline's samples (a new conversation).
 void tui_reset_samples(struct tui *t);
 
