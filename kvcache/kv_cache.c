@@ -93,6 +93,10 @@ struct kv_cache *kv_cache_init(struct kn_backend *be, const struct kv_cache_para
     kv->hviews = calloc((size_t)p->n_head_kv, sizeof *kv->hviews);
     if (!kv->heads || !kv->window || !kv->hviews) goto oom;
     for (int l = 0; l < p->n_layer; l++) kv->window[l] = p->layer_window ? p->layer_window[l] : 0;
+    if (p->policy == KV_POLICY_SNAPKV || p->policy == KV_POLICY_PYRAMIDKV) {
+        kv->layer_budget = calloc((size_t)p->n_layer, sizeof *kv->layer_budget);
+        if (!kv->layer_budget) goto oom;
+    }
     for (int i = 0; i < nh; i++) {
         struct kv_head *hd = &kv->heads[i];
         hd->comps = KV_C_FULL;
@@ -186,6 +190,7 @@ void kv_cache_free(struct kv_cache *kv) {
     free(kv->jobs);
     free(kv->job_src);
     free(kv->layer_budget);
+    free(kv->sel_score);
     free(kv);
 }
 
@@ -208,6 +213,8 @@ void kv_cache_clear(struct kv_cache *kv) {
     kv->prompt_start = 0;
     kv->n_res = 0;
     kv->profiling = 0;
+    kv->sel_active = 0;
+    kv_select_plan(kv);
 }
 
 const struct kv_cache_params *kv_cache_get_params(const struct kv_cache *kv) { return &kv->p; }
@@ -342,7 +349,7 @@ const struct kv_layer_view *kv_cache_view(struct kv_cache *kv, int layer) {
 
 static int layer_wants_probs(struct kv_cache *kv, int layer) {
     if (kv->profiling) return 1;
-    if (kv->p.policy == KV_POLICY_SNAPKV || kv->p.policy == KV_POLICY_PYRAMIDKV) return 0;
+    if (kv->p.policy == KV_POLICY_SNAPKV || kv->p.policy == KV_POLICY_PYRAMIDKV) return kv_select_wants_probs(kv);
     if (!kv->needs_scores) return 0;
     for (int h = 0; h < kv->p.n_head_kv; h++)
         if (kv_head_at(kv, layer, h)->comps & KV_C_FREQ) return 1;
@@ -407,6 +414,8 @@ int kv_cache_observe(struct kv_cache *kv, int layer, const int32_t *q_pos) {
     }
     if (kv->profiling)
         kv_profile_rows(kv, layer, probs, n_tok, stride, q_pos); // accumulates scores row by row itself
+    else if (kv->p.policy == KV_POLICY_SNAPKV || kv->p.policy == KV_POLICY_PYRAMIDKV)
+        kv_select_rows(kv, layer, probs, n_tok, stride, q_pos);
     else
         accumulate_scores(kv, layer, probs, n_tok, stride);
     return 0;
@@ -416,10 +425,12 @@ void kv_cache_begin_prompt(struct kv_cache *kv, int total_len) {
     kv->prompt_start = kv->n_past;
     kv->prompt_total = total_len;
     if (kv->p.policy == KV_POLICY_FASTGEN) kv_profile_begin(kv);
+    kv_select_begin(kv); // SnapKV/PyramidKV; out of memory is reported by the prompt's last commit
 }
 
 int kv_cache_commit(struct kv_cache *kv, int phase) {
     if (phase == KV_PHASE_PROMPT_END && kv->profiling) kv_profile_choose(kv);
+    if (phase == KV_PHASE_PROMPT_END && kv_select_choose(kv)) return -1;
     for (int l = 0; l < kv->p.n_layer; l++) {
         for (int h = 0; h < kv->p.n_head_kv; h++) {
             if (kv_evict_head(kv, l, h, phase)) return -1;

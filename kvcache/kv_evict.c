@@ -134,16 +134,27 @@ static int keep_token(struct keep_rule *r, int32_t pos, uint8_t flags, float sco
     return 0;
 }
 
-// Threshold so that at most k tokens are kept by FREQ (ties broken by order of visit).
-static int freq_threshold(struct kv_cache *kv, struct kv_head *hd, int k, struct keep_rule *r) {
+// Threshold so that at most k tokens are kept by FREQ (ties broken by order of visit). With `excl` (H2O's
+// fixed heavy budget) the k are the top among the tokens no other part of the rule keeps, as H2O picks its
+// heavy hitters outside the recent window; FastGen's r_f x n set is the top over all tokens, as profiled.
+static int freq_threshold(struct kv_cache *kv, struct kv_head *hd, int k, struct keep_rule *r, int excl) {
     int G = kv->p.group;
     size_t n = (size_t)hd->n_fp + (size_t)hd->n_q * G;
     if (kv_ensure_scratch(kv, n)) return -1;
+    struct keep_rule base = *r;
+    base.comps &= ~(uint32_t)KV_C_FREQ;
     int m = 0;
-    for (int s = 0; s < hd->n_fp; s++) kv->tmp_f[m++] = hd->score ? hd->score[s] : 0.0f;
+    for (int s = 0; s < hd->n_fp; s++) {
+        if (excl && (hd->pos[s] <= r->window_from || keep_token(&base, hd->pos[s], hd->flags[s], 0.0f))) continue;
+        kv->tmp_f[m++] = hd->score ? hd->score[s] : 0.0f;
+    }
     for (int g = 0; g < hd->n_q; g++)
-        for (int t = 0; t < G; t++)
-            if (hd->qm[g].live & (1u << t)) kv->tmp_f[m++] = hd->qscore ? hd->qscore[g * G + t] : 0.0f;
+        for (int t = 0; t < G; t++) {
+            if (!(hd->qm[g].live & (1u << t))) continue;
+            int32_t p = kv_gm_pos(&hd->qm[g], t);
+            if (excl && (p <= r->window_from || keep_token(&base, p, hd->qm[g].flags[t], 0.0f))) continue;
+            kv->tmp_f[m++] = hd->qscore ? hd->qscore[g * G + t] : 0.0f;
+        }
     if (k >= m) {
         r->thr = -1.0f;
         r->ties = 0;
@@ -179,7 +190,7 @@ int kv_evict_head(struct kv_cache *kv, int layer, int h, int phase) {
     r.thr = 1e30f;
     if (policy_on && (hd->comps & KV_C_FREQ)) {
         int k = hd->heavy_k ? hd->heavy_k : (int)(kv->p.heavy_ratio * (float)kv->n_past);
-        if (freq_threshold(kv, hd, k, &r)) return -1;
+        if (freq_threshold(kv, hd, k, &r, hd->heavy_k > 0)) return -1;
     }
     // fp region
     if (kv_ensure_scratch(kv, (size_t)hd->n_fp)) return -1;

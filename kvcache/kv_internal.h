@@ -99,6 +99,9 @@ struct kv_cache {
     // stats
     uint64_t host_meta_bytes;
     int *layer_budget;             // (n_layer) pyramid/snapkv budgets, or NULL
+    // SnapKV / PyramidKV: attention of the prompt's last w queries per key position (transient, not counted)
+    int sel_active;                // 1: the prompt in progress is selected at its end; -1: no score memory
+    float *sel_score;              // (n_layer * n_head_kv, n_ctx), allocated at the first prompt
 };
 
 static inline struct kv_head *kv_head_at(struct kv_cache *kv, int layer, int h) {
@@ -127,6 +130,15 @@ void kv_profile_rows(struct kv_cache *kv, int layer, const float *probs, int n_t
                      const int32_t *q_pos);
 void kv_profile_choose(struct kv_cache *kv);
 // kv_select.c (SnapKV / PyramidKV)
+int kv_select_avg_budget(const struct kv_cache *kv); // C: --kv-budget, or n_ctx / 4
+int kv_select_window(const struct kv_cache *kv);     // w: --obs-window
+// Prefix budgets per layer (kept besides the w-token window) for n_prefix tokens before the window:
+// SnapKV budget - w everywhere; PyramidKV linear from 2K - K/beta (layer 0) to K/beta (top), K = budget - w,
+// summing to n_layer * K; everything when n_prefix <= K; the bottom clamped to n_prefix (top raised to match).
+void kv_select_budgets(int n_layer, int pyramid, int budget, int window, float beta, int n_prefix, int *out);
+void kv_select_plan(struct kv_cache *kv);            // layer_budget for a prompt filling the context
+int kv_select_begin(struct kv_cache *kv);            // at begin_prompt; -1 out of memory
+int kv_select_wants_probs(const struct kv_cache *kv); // this micro-batch holds observation rows
 void kv_select_rows(struct kv_cache *kv, int layer, const float *probs, int n_tok, int stride,
                     const int32_t *q_pos);
-void kv_select_choose(struct kv_cache *kv);
+int kv_select_choose(struct kv_cache *kv);           // at PROMPT_END, before evictions; -1 out of memory
