@@ -79,6 +79,7 @@ struct chat_app {
     double demo_at;
     int demo_typing;
 
+    int slowmo_us; // $KVCHAT_SLOWMO_MS: a pause per generated piece, to watch the dashboard (and for tests)
     int quit;
 };
 
@@ -185,6 +186,7 @@ static int on_piece(void *ud, const char *s, size_t n) {
     }
     pthread_mutex_unlock(&a->mu);
     record_line(a, &a->tok_snap);
+    if (a->slowmo_us > 0 && !a->stop) usleep((useconds_t)a->slowmo_us);
     return 0;
 }
 
@@ -338,6 +340,7 @@ static void finish_job(struct chat_app *a) {
         tui_chat_end(a->t, note);
     }
     tui_set_busy(a->t, 0);
+    tui_flash(a->t, ""); // drop "stopping..." and the like
     refresh_stats(a);
     record_line(a, &a->snap);
     if (a->n_turns > 0) {
@@ -363,20 +366,21 @@ static void stop_and_wait(struct chat_app *a) {
 
 static const char *help_text =
     "commands:\n"
-    "  /help                this help\n"
-    "  /clear               forget the conversation and empty the KV cache\n"
-    "  /regen               generate the last reply again\n"
-    "  /system TEXT         set the system prompt (resets the conversation; empty TEXT removes it)\n"
-    "  /set NAME VALUE      change an option: temp, top_k, top_p, min_p, repeat_penalty, seed, n_predict,\n"
-    "                       kv_policy, recovery, kv_bits, ... (cache options rebuild the cache)\n"
-    "  /show                current options\n"
-    "  /save [FILE]         transcript as Markdown + per-turn stats as JSON (never overwrites)\n"
-    "  /stats               current statistics with exact byte counts\n"
-    "  /log                 recent log messages\n"
-    "  /quit                leave (also Ctrl+D on an empty line)\n"
-    "keys: Enter send, Alt+Enter or Ctrl+J newline, Up/Down history, Ctrl+C or Esc stop the reply,\n"
-    "  PgUp/PgDn scroll (Home/End on an empty line), Tab dashboard focus (arrows select a head, f freeze,\n"
-    "  z zoom, c hide), F2 freeze, F3 hide/show dashboard, F4 zoom dashboard, F12 screenshot to a file";
+    "/clear           new conversation, empty KV cache\n"
+    "/regen           the last reply again\n"
+    "/system TEXT     system prompt (resets; no TEXT removes)\n"
+    "/set NAME VALUE  an option, e.g. /set kv_policy h2o\n"
+    "/show            current options\n"
+    "/save [FILE]     transcript .md + per-turn stats .json\n"
+    "/stats           statistics with exact byte counts\n"
+    "/log             recent log messages\n"
+    "/quit            leave (or Ctrl+D on an empty line)\n"
+    "keys:\n"
+    "Enter send, Alt+Enter or Ctrl+J newline, Up/Down history\n"
+    "Ctrl+C or Esc stop the reply, PgUp/PgDn scroll\n"
+    "Tab dashboard focus: arrows select a head, f freeze,\n"
+    "  z zoom, c hide; F2 freeze, F3 hide/show dashboard,\n"
+    "  F4 zoom dashboard, F12 screenshot to a text file";
 
 static void cmd_stats(struct chat_app *a) {
     refresh_stats(a);
@@ -390,7 +394,14 @@ static void cmd_stats(struct chat_app *a) {
                               k->n_heads_by_comps[c]);
     }
     double saving = k->kv_bytes_full ? 100.0 * (1.0 - (double)k->kv_bytes / (double)k->kv_bytes_full) : 0.0;
-    double times = k->kv_bytes ? (double)k->kv_bytes_full / (double)k->kv_bytes : 0.0;
+    char ratio[64] = "";
+    if (k->kv_bytes && k->kv_bytes_full) {
+        double r = (double)k->kv_bytes_full / (double)k->kv_bytes;
+        if (r >= 1)
+            snprintf(ratio, sizeof ratio, " (%.2fx smaller than fp16)", r);
+        else
+            snprintf(ratio, sizeof ratio, " (%.2fx larger than fp16)", 1.0 / r);
+    }
     char gpu[96] = "-";
     if (s->mem.dev_total)
         snprintf(gpu, sizeof gpu, "%llu of %llu bytes", (unsigned long long)s->mem.dev_used,
@@ -402,14 +413,14 @@ static void cmd_stats(struct chat_app *a) {
                    "kv_policy %s, kv_bits %d, recovery target %.2f\n"
                    "kv_bytes %llu\n"
                    "kv_bytes_full %llu\n"
-                   "saving %.1f%% (%.2fx)\n"
+                   "saving %.1f%%%s\n"
                    "parts: codes %llu, scales %llu, fp %llu, meta %llu bytes\n"
                    "retained_tokens %lld (over %d layers x %d KV heads)\n"
                    "heads: %s\n"
                    "weights %llu bytes; GPU %s",
                    s->model_name, s->arch, s->device, s->n_past, s->n_ctx, s->n_prompt, s->n_gen, s->prefill_tok_s,
                    s->decode_tok_s, kv_policy_name(k->policy), k->bits, (double)k->recovery_target,
-                   (unsigned long long)k->kv_bytes, (unsigned long long)k->kv_bytes_full, saving, times,
+                   (unsigned long long)k->kv_bytes, (unsigned long long)k->kv_bytes_full, saving, ratio,
                    (unsigned long long)k->bytes_codes, (unsigned long long)k->bytes_scales,
                    (unsigned long long)k->bytes_fp, (unsigned long long)k->bytes_meta, (long long)k->retained_tokens,
                    k->n_layer, k->n_head_kv, heads[0] ? heads : "-", (unsigned long long)s->weights_bytes, gpu);
@@ -695,6 +706,8 @@ int app_chat_tui(struct engine *e, const struct app_params *p) {
     a.t0 = now_s();
     pthread_mutex_init(&a.mu, NULL);
     if (p->system_prompt && p->system_prompt[0]) a.system = strdup(p->system_prompt);
+    const char *slow = getenv("KVCHAT_SLOWMO_MS");
+    if (slow && atoi(slow) > 0) a.slowmo_us = atoi(slow) > 10000 ? 10000000 : atoi(slow) * 1000;
 
     struct tui_options opt = {.no_color = p->no_color};
     char err[512];

@@ -189,6 +189,7 @@ static void draw_grid(struct dash_state *d, const struct tui_stats *s, const str
     struct legend_item items[32];
     int n_items = legend_collect(s, items, 32);
     int leg_rows = legend_lines(th, items, n_items, 0, 0, r.w, 0, 0);
+    if (1 + s->n_layer + leg_rows > r.h) leg_rows = r.h >= 8 && leg_rows > 0 ? 1 : 0; // layers first
     int rows_for_layers = r.h - 1 - leg_rows;
     if (rows_for_layers < 1 && r.h >= 2) { // too short for the whole legend: shrink it first
         leg_rows = r.h - 2 > 0 ? (leg_rows < r.h - 2 ? leg_rows : r.h - 2) : 0;
@@ -509,8 +510,12 @@ void dash_draw(struct dash_state *d, const struct tui_stats *s, const struct tui
     clamp_sel(d, s);
     struct legend_item items[32];
     int n_items = legend_collect(s, items, 32);
-    int gw = grid_width_want(s, in.w);
-    int gh = 1 + s->n_layer + legend_lines(th, items, n_items, 0, 0, gw > 30 ? gw : 30, 0, 0);
+    // Side by side when the grid keeps its widest cells there, or when stacking cannot show every layer;
+    // otherwise stacked (a tall narrow pane reads better with full-width rows).
+    int gw_best = grid_width_want(s, 1 << 20);
+    int gw = gw_best;
+    int gh = 1 + s->n_layer + legend_lines(th, items, n_items, 0, 0, in.w, 0, 0);
+    if (in.w < gw_best + 2 + TUI_DASH_INFO_MIN_W && info_count(s) + 1 + gh > in.h) gw = grid_width_want(s, in.w);
     struct tui_dash_plan P;
     tui_dash_plan_compute(in, gw, gh, info_count(s), &P);
     draw_info(d, s, th, P.info);

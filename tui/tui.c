@@ -611,7 +611,16 @@ static int dash_visible(const struct tui *t) { return t->L.dash.w > 0 && t->L.da
 static void relayout(struct tui *t); // below
 
 static int submit(struct tui *t, char **text) {
-    if (t->ed.len == 0) return TUI_ACT_NONE;
+    // trailing newlines and spaces (a paste often ends with one) are not part of the message
+    while (t->ed.len > 0 && (t->ed.buf[t->ed.len - 1] == '\n' || t->ed.buf[t->ed.len - 1] == ' '))
+        t->ed.buf[--t->ed.len] = 0;
+    if (t->ed.cur > t->ed.len) t->ed.cur = t->ed.len;
+    size_t lead = 0;
+    while (lead < t->ed.len && (t->ed.buf[lead] == '\n' || t->ed.buf[lead] == ' ')) lead++;
+    if (lead == t->ed.len) { // only blanks: nothing to send
+        tui_edit_clear(&t->ed);
+        return TUI_ACT_NONE;
+    }
     if (t->busy && t->ed.buf[0] != '/') {
         tui_flash(t, "still answering: Ctrl+C stops the reply (your text stays here)");
         return TUI_ACT_NONE;
@@ -980,9 +989,17 @@ static void draw_frame(struct tui *t, double now) {
     const struct tui_layout *L = &t->L;
     int cy = -1, cx = -1;
     if (L->mode == TUI_LAYOUT_TOO_SMALL) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "terminal too small (%dx%d)", L->cols, L->rows);
-        tui_puts_fit(th, L->msg.y, L->msg.x, L->msg.w, msg, th->attr[TS_BOLD]);
+        char full[96];
+        snprintf(full, sizeof full, "terminal too small (%dx%d)", L->cols, L->rows);
+        const char *msgs[] = {full, "terminal too small", "too small", "small", "!"};
+        for (int i = 0; i < 5; i++) {
+            if ((int)strlen(msgs[i]) <= L->msg.w || i == 4) {
+                tui_puts(th, L->msg.y, L->msg.x + (L->msg.w - (int)strlen(msgs[i])) / 2 > L->msg.x
+                                           ? L->msg.x + (L->msg.w - (int)strlen(msgs[i])) / 2 : L->msg.x,
+                         L->msg.w, msgs[i], th->attr[TS_BOLD]);
+                break;
+            }
+        }
     } else if (L->mode != TUI_LAYOUT_EMPTY) {
         draw_status(t, now);
         if (L->chat.w > 0 && L->chat.h > 0) {
