@@ -39,14 +39,21 @@ void kv_select_budgets(int n_layer, int pyramid, int budget, int window, float b
         bottom = n_prefix;
         top = 2 * K - n_prefix;
     }
-    // linear in between: integer budgets from the rounded running sum of the real ones, so the total is exact
-    double step = (double)(top - bottom) / (double)(n_layer - 1);
-    long long prev = 0;
+    // linear in between: r_l = bottom - d*l/(L-1) exactly in integers; floors, then the units the floors
+    // miss go to the largest remainders (lower layers first on ties), which keeps the budgets monotone and
+    // the endpoints exact (their remainder is 0)
+    long long den = n_layer - 1, d = bottom - top, missing = (long long)n_layer * K;
     for (int l = 0; l < n_layer; l++) {
-        double cum = (double)(l + 1) * bottom + step * (double)l * (double)(l + 1) / 2.0;
-        long long c = l == n_layer - 1 ? (long long)n_layer * K : (long long)(cum + 0.5);
-        out[l] = (int)(c - prev);
-        prev = c;
+        out[l] = (int)((bottom * den - d * l) / den);
+        missing -= out[l];
+    }
+    for (int l = 0; l < n_layer && missing > 0; l++) {
+        long long rl = (bottom * den - d * l) % den, rank = 0;
+        for (int j = 0; j < n_layer && rank < missing; j++) {
+            long long rj = (bottom * den - d * j) % den;
+            rank += rj > rl || (rj == rl && j < l);
+        }
+        if (rank < missing && rl > 0) out[l]++;
     }
 }
 
