@@ -205,7 +205,7 @@ static int load_gguf(struct model *m, const char *path, char *err, size_t errlen
         c->embd_scale = sqrtf((float)c->n_embd);
         c->rope_base_local = 10000.0f; // gemma3's local layers use base 10k (not stored in GGUF)
         c->rope_scale_local = 1.0f;
-        meta_f32(m->g, arch, "rope.local.freq_base", &c->rope_base_local, 10000.0f);
+        meta_f32(m->g, arch, "rope.freq_base_swa", &c->rope_base_local, 10000.0f); // llama.cpp's key
         c->sliding_window = 512;
         if (meta_u32(m->g, arch, "attention.sliding_window", &v, 0, bn, err, errlen) == 0) c->sliding_window = (int)v;
         uint32_t pattern = 6; // every 6th layer is global
@@ -395,6 +395,10 @@ struct model *model_load(const char *path, struct kn_backend *be, char *err, siz
     close(fd);
     if (nr < 0) {
         snprintf(err, errlen, "%s: cannot read (%s)", path, strerror(errno));
+        return NULL;
+    }
+    if (nr == 0) {
+        snprintf(err, errlen, "%s: empty file", path);
         return NULL;
     }
     struct model *m = calloc(1, sizeof *m);
