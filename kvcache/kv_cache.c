@@ -210,6 +210,7 @@ void kv_cache_clear(struct kv_cache *kv) {
     kv->fp_pool.keep_spare = kv->q_pool.keep_spare = 1;
     kv->n_past = 0;
     kv->newest = -1;
+    kv->n_special = kv->n_punct = 0;
     kv->prompt_start = 0;
     kv->n_res = 0;
     kv->profiling = 0;
@@ -305,6 +306,12 @@ int kv_cache_reserve(struct kv_cache *kv, int n_tok, const int32_t *pos, const u
             if (hd->pend) hd->pend[s] = -1;
         }
         hd->n_fp = need;
+    }
+    for (int i = 0; i < n_tok; i++) {
+        if (kv->res_flags[i] & KV_TOK_SPECIAL)
+            kv->n_special++;
+        else if (kv->res_flags[i] & KV_TOK_PUNCT)
+            kv->n_punct++;
     }
     kv->n_res = n_tok;
     kv->n_past = pos[n_tok - 1] + 1;

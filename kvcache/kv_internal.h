@@ -70,6 +70,7 @@ struct kv_cache {
     int *window;                   // (n_layer)
     int n_past;                    // next position
     int newest;                    // newest position stored (-1 empty)
+    int n_special, n_punct;        // tokens in context flagged special / punct-but-not-special (budgets)
     int prompt_start;              // first position of the prompt being processed
     int prompt_total;              // context length once the prompt is in (FastGen's L)
     // reservation of the current micro-batch

@@ -147,12 +147,15 @@ int kv_cache_stats(const struct kv_cache *kv, struct kv_stats *s) {
             hs->recovery_min = hd->recovery_min;
             hs->bytes = b_fp + b_codes + b_scales + b_meta;
             hs->budget = -1;
-            if (!(hd->comps & KV_C_FULL)) {
+            if (!(hd->comps & (KV_C_FULL | KV_C_SELECT))) { // SELECT: set by the selection, no bound here
+                // an upper bound per component: special and punct tokens of the whole context, the local
+                // window (+ sinks), r_f x n_past heavy hitters, and the KIVI staging window
                 int64_t b = 0;
+                if (hd->comps & KV_C_SPECIAL) b += kv->n_special;
+                if (hd->comps & KV_C_PUNCT) b += kv->n_punct;
                 if (hd->comps & KV_C_LOCAL) b += hd->local_w + hd->sinks;
                 if (hd->comps & KV_C_FREQ) b += hd->heavy_k ? hd->heavy_k : (int64_t)(p->heavy_ratio * kv->n_past);
-                if (hd->comps & (KV_C_SPECIAL | KV_C_PUNCT | KV_C_SELECT)) b = -1; // content dependent
-                if (b >= 0 && p->bits != 16) b += p->residual;
+                if (p->bits != 16) b += p->residual;
                 hs->budget = (int32_t)b;
             }
             s->bytes_fp += b_fp;
