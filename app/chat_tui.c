@@ -286,6 +286,16 @@ static void start_job(struct chat_app *a, enum job job, const char *text) {
     a->running = 1;
 }
 
+// Length of s[0..n) without a trailing incomplete UTF-8 sequence (a lead byte missing continuation bytes).
+static size_t utf8_complete_prefix(const char *s, size_t n) {
+    size_t i = n, k = 0;
+    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--, k++;
+    if (i == 0) return n;
+    unsigned char c = (unsigned char)s[i - 1];
+    size_t need = c >= 0xF0 && c <= 0xF4 ? 3 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xC2 && c <= 0xDF ? 1 : 0;
+    return need > k ? i - 1 : n;
+}
+
 // Moves streamed text and per-token samples from the worker to the screen and the transcript.
 static void drain(struct chat_app *a) {
     struct sample sm[256];
@@ -299,9 +309,11 @@ static void drain(struct chat_app *a) {
     for (;;) {
         pthread_mutex_lock(&a->mu);
         size_t n = a->pend_len < sizeof buf ? a->pend_len : sizeof buf;
-        // never split a UTF-8 sequence between two pieces
+        // Never split a UTF-8 sequence: cut before a continuation byte, and hold back an incomplete
+        // sequence at the very end until its remaining bytes arrive (or the reply ends).
         if (n < a->pend_len)
             while (n > 0 && ((unsigned char)a->pend[n] & 0xC0) == 0x80) n--;
+        if (n == a->pend_len && !a->done) n = utf8_complete_prefix(a->pend, n);
         memcpy(buf, a->pend, n);
         memmove(a->pend, a->pend + n, a->pend_len - n);
         a->pend_len -= n;

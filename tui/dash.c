@@ -338,7 +338,7 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
         tui_fmt_bytes(s->kv_bytes_full, b, sizeof b);
         tui_fmt_saving(s->kv_bytes, s->kv_bytes_full, c, sizeof c);
         // "12.3 KiB of 48.0 KiB fp16  -74.4% (3.90x)", shortened until it fits
-        char line[160];
+        char line[sizeof a + sizeof b + sizeof c + 16];
         int variant;
         for (variant = 0; variant < 3; variant++) {
             snprintf(line, sizeof line, "%s of %s%s  %s", a, b, variant == 0 ? " fp16" : "", c);
