@@ -17,11 +17,11 @@
 #include "kvcache/kv_stats.h"
 #include "tui/tui.h"
 
-#define POLL_MS 40          // input poll timeout of the UI loop
-#define DEMO_POLL_MS 20     // ... while the demo is typing
-#define SNAPSHOT_S 0.100    // stats refresh while generating
-#define DEMO_CHAR_S 0.030   // the demo's typing speed
-#define DEMO_PAUSE_S 1.200  // pause after each demo reply
+#define POLL_MS 40         // input poll timeout of the UI loop
+#define DEMO_POLL_MS 20    // ... while the demo is typing
+#define SNAPSHOT_S 0.100   // stats refresh while generating
+#define DEMO_CHAR_S 0.030  // the demo's typing speed
+#define DEMO_PAUSE_S 1.200 // pause after each demo reply
 
 enum job { JOB_CHAT, JOB_REGEN };
 
@@ -53,7 +53,10 @@ struct chat_app {
     size_t pend_len, pend_cap;
     int done, result;
     double turn_start;
-    struct sample { uint64_t kv, full; int n_past; } samples[256]; // per-token sparkline samples
+    struct sample {
+        uint64_t kv, full;
+        int n_past;
+    } samples[256]; // per-token sparkline samples
     int n_samples;
     struct engine_stats tok_snap; // the worker's per-token snapshot
 
@@ -97,7 +100,8 @@ static void to_tui_stats(const struct engine_stats *es, struct tui_stats *ts) {
     const struct kv_stats *k = &es->kv;
     int has_budget = 0;
     if (k->layer_budget)
-        for (int l = 0; l < k->n_layer; l++) has_budget |= k->layer_budget[l] > 0;
+        for (int l = 0; l < k->n_layer; l++)
+            has_budget |= k->layer_budget[l] > 0;
     int nl = k->heads ? k->n_layer : 0, nh = k->heads ? k->n_head_kv : 0;
     if (tui_stats_reserve(ts, nl, nh, has_budget)) return;
     snprintf(ts->model, sizeof ts->model, "%s", es->model_name);
@@ -136,7 +140,8 @@ static void to_tui_stats(const struct engine_stats *es, struct tui_stats *ts) {
         o->bytes = h->bytes;
     }
     if (has_budget)
-        for (int l = 0; l < nl; l++) ts->layer_budget[l] = k->layer_budget[l];
+        for (int l = 0; l < nl; l++)
+            ts->layer_budget[l] = k->layer_budget[l];
 }
 
 static void refresh_stats(struct chat_app *a) {
@@ -167,7 +172,8 @@ static int on_piece(void *ud, const char *s, size_t n) {
     pthread_mutex_lock(&a->mu);
     if (a->pend_len + n + 1 > a->pend_cap) {
         size_t cap = a->pend_cap ? a->pend_cap : 1024;
-        while (cap < a->pend_len + n + 1) cap *= 2;
+        while (cap < a->pend_len + n + 1)
+            cap *= 2;
         char *b = realloc(a->pend, cap);
         if (b) a->pend = b, a->pend_cap = cap;
     }
@@ -182,7 +188,8 @@ static int on_piece(void *ud, const char *s, size_t n) {
     pthread_mutex_lock(&a->mu);
     if (a->n_samples < (int)(sizeof a->samples / sizeof a->samples[0])) {
         struct sample *sm = &a->samples[a->n_samples++];
-        sm->kv = a->tok_snap.kv.kv_bytes, sm->full = a->tok_snap.kv.kv_bytes_full, sm->n_past = a->tok_snap.n_past;
+        sm->kv = a->tok_snap.kv.kv_bytes, sm->full = a->tok_snap.kv.kv_bytes_full,
+        sm->n_past = a->tok_snap.n_past;
     }
     pthread_mutex_unlock(&a->mu);
     record_line(a, &a->tok_snap);
@@ -227,7 +234,8 @@ static struct turn *turn_new(struct chat_app *a, const char *user) {
 static void turn_append(struct turn *t, const char *s, size_t n) {
     if (t->reply_len + n + 1 > t->reply_cap) {
         size_t cap = t->reply_cap ? t->reply_cap : 256;
-        while (cap < t->reply_len + n + 1) cap *= 2;
+        while (cap < t->reply_len + n + 1)
+            cap *= 2;
         char *r = realloc(t->reply, cap);
         if (!r) return;
         t->reply = r;
@@ -289,7 +297,8 @@ static void start_job(struct chat_app *a, enum job job, const char *text) {
 // Length of s[0..n) without a trailing incomplete UTF-8 sequence (a lead byte missing continuation bytes).
 static size_t utf8_complete_prefix(const char *s, size_t n) {
     size_t i = n, k = 0;
-    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--, k++;
+    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--, k++;
     if (i == 0) return n;
     unsigned char c = (unsigned char)s[i - 1];
     size_t need = c >= 0xF0 && c <= 0xF4 ? 3 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xC2 && c <= 0xDF ? 1 : 0;
@@ -304,7 +313,8 @@ static void drain(struct chat_app *a) {
     memcpy(sm, a->samples, (size_t)ns * sizeof *sm);
     a->n_samples = 0;
     pthread_mutex_unlock(&a->mu);
-    for (int i = 0; i < ns; i++) tui_add_sample(a->t, sm[i].kv, sm[i].full, sm[i].n_past);
+    for (int i = 0; i < ns; i++)
+        tui_add_sample(a->t, sm[i].kv, sm[i].full, sm[i].n_past);
     char buf[4096];
     for (;;) {
         pthread_mutex_lock(&a->mu);
@@ -312,7 +322,8 @@ static void drain(struct chat_app *a) {
         // Never split a UTF-8 sequence: cut before a continuation byte, and hold back an incomplete
         // sequence at the very end until its remaining bytes arrive (or the reply ends).
         if (n < a->pend_len)
-            while (n > 0 && ((unsigned char)a->pend[n] & 0xC0) == 0x80) n--;
+            while (n > 0 && ((unsigned char)a->pend[n] & 0xC0) == 0x80)
+                n--;
         if (n == a->pend_len && !a->done) n = utf8_complete_prefix(a->pend, n);
         memcpy(buf, a->pend, n);
         memmove(a->pend, a->pend + n, a->pend_len - n);
@@ -326,11 +337,16 @@ static void drain(struct chat_app *a) {
 
 static const char *stop_name(int rc) {
     switch (rc) {
-    case ENGINE_STOP_EOS: return "eos";
-    case ENGINE_STOP_LIMIT: return "limit";
-    case ENGINE_STOP_USER: return "stopped";
-    case ENGINE_STOP_CTX: return "context";
-    default: return "error";
+    case ENGINE_STOP_EOS:
+        return "eos";
+    case ENGINE_STOP_LIMIT:
+        return "limit";
+    case ENGINE_STOP_USER:
+        return "stopped";
+    case ENGINE_STOP_CTX:
+        return "context";
+    default:
+        return "error";
     }
 }
 
@@ -345,10 +361,14 @@ static void finish_job(struct chat_app *a) {
         tui_chat_add(a->t, TUI_ROLE_NOTICE, "nothing to regenerate");
     } else {
         const char *note = NULL;
-        if (rc == ENGINE_STOP_USER) note = "[stopped]";
-        else if (rc == ENGINE_STOP_CTX) note = "[context full: /clear starts a new conversation]";
-        else if (rc == ENGINE_STOP_ERROR) note = "[error: /log shows the details]";
-        else if (rc == ENGINE_STOP_LIMIT) note = "[reply length limit]";
+        if (rc == ENGINE_STOP_USER)
+            note = "[stopped]";
+        else if (rc == ENGINE_STOP_CTX)
+            note = "[context full: /clear starts a new conversation]";
+        else if (rc == ENGINE_STOP_ERROR)
+            note = "[error: /log shows the details]";
+        else if (rc == ENGINE_STOP_LIMIT)
+            note = "[reply length limit]";
         tui_chat_end(a->t, note);
     }
     tui_set_busy(a->t, 0);
@@ -376,23 +396,22 @@ static void stop_and_wait(struct chat_app *a) {
 
 // ---- commands --------------------------------------------------------------------------------------------
 
-static const char *help_text =
-    "commands:\n"
-    "/clear           new conversation, empty KV cache\n"
-    "/regen           the last reply again\n"
-    "/system TEXT     system prompt (resets; no TEXT removes)\n"
-    "/set NAME VALUE  an option, e.g. /set kv_policy h2o\n"
-    "/show            current options\n"
-    "/save [FILE]     transcript .md + per-turn stats .json\n"
-    "/stats           statistics with exact byte counts\n"
-    "/log             recent log messages\n"
-    "/quit            leave (or Ctrl+D on an empty line)\n"
-    "keys:\n"
-    "Enter send, Alt+Enter or Ctrl+J newline, Up/Down history\n"
-    "Ctrl+C or Esc stop the reply, PgUp/PgDn scroll\n"
-    "Tab dashboard focus: arrows select a head, f freeze,\n"
-    "  z zoom, c hide; F2 freeze, F3 hide/show dashboard,\n"
-    "  F4 zoom dashboard, F12 screenshot to a text file";
+static const char *help_text = "commands:\n"
+                               "/clear           new conversation, empty KV cache\n"
+                               "/regen           the last reply again\n"
+                               "/system TEXT     system prompt (resets; no TEXT removes)\n"
+                               "/set NAME VALUE  an option, e.g. /set kv_policy h2o\n"
+                               "/show            current options\n"
+                               "/save [FILE]     transcript .md + per-turn stats .json\n"
+                               "/stats           statistics with exact byte counts\n"
+                               "/log             recent log messages\n"
+                               "/quit            leave (or Ctrl+D on an empty line)\n"
+                               "keys:\n"
+                               "Enter send, Alt+Enter or Ctrl+J newline, Up/Down history\n"
+                               "Ctrl+C or Esc stop the reply, PgUp/PgDn scroll\n"
+                               "Tab dashboard focus: arrows select a head, f freeze,\n"
+                               "  z zoom, c hide; F2 freeze, F3 hide/show dashboard,\n"
+                               "  F4 zoom dashboard, F12 screenshot to a text file";
 
 static void cmd_stats(struct chat_app *a) {
     refresh_stats(a);
@@ -402,8 +421,8 @@ static void cmd_stats(struct chat_app *a) {
     size_t o = 0;
     for (int c = 0; c < 128; c++) {
         if (!k->n_heads_by_comps[c] || o >= sizeof heads - 64) continue;
-        o += (size_t)snprintf(heads + o, sizeof heads - o, "%s%s %d", o ? ", " : "", kv_comps_name((uint32_t)c),
-                              k->n_heads_by_comps[c]);
+        o += (size_t)snprintf(heads + o, sizeof heads - o, "%s%s %d", o ? ", " : "",
+                              kv_comps_name((uint32_t)c), k->n_heads_by_comps[c]);
     }
     double saving = k->kv_bytes_full ? 100.0 * (1.0 - (double)k->kv_bytes / (double)k->kv_bytes_full) : 0.0;
     char ratio[64] = "";
@@ -430,12 +449,13 @@ static void cmd_stats(struct chat_app *a) {
                    "retained_tokens %lld (over %d layers x %d KV heads)\n"
                    "heads: %s\n"
                    "weights %llu bytes; GPU %s",
-                   s->model_name, s->arch, s->device, s->n_past, s->n_ctx, s->n_prompt, s->n_gen, s->prefill_tok_s,
-                   s->decode_tok_s, kv_policy_name(k->policy), k->bits, (double)k->recovery_target,
-                   (unsigned long long)k->kv_bytes, (unsigned long long)k->kv_bytes_full, saving, ratio,
-                   (unsigned long long)k->bytes_codes, (unsigned long long)k->bytes_scales,
-                   (unsigned long long)k->bytes_fp, (unsigned long long)k->bytes_meta, (long long)k->retained_tokens,
-                   k->n_layer, k->n_head_kv, heads[0] ? heads : "-", (unsigned long long)s->weights_bytes, gpu);
+                   s->model_name, s->arch, s->device, s->n_past, s->n_ctx, s->n_prompt, s->n_gen,
+                   s->prefill_tok_s, s->decode_tok_s, kv_policy_name(k->policy), k->bits,
+                   (double)k->recovery_target, (unsigned long long)k->kv_bytes,
+                   (unsigned long long)k->kv_bytes_full, saving, ratio, (unsigned long long)k->bytes_codes,
+                   (unsigned long long)k->bytes_scales, (unsigned long long)k->bytes_fp,
+                   (unsigned long long)k->bytes_meta, (long long)k->retained_tokens, k->n_layer, k->n_head_kv,
+                   heads[0] ? heads : "-", (unsigned long long)s->weights_bytes, gpu);
 }
 
 // Creates path exclusively (never overwriting). NULL with errno set when it exists or cannot be created.
@@ -481,13 +501,14 @@ static void write_json(struct chat_app *a, FILE *f, const char *when) {
         fputs(", \"stop\": ", f);
         app_json_str(f, t->stop);
         double saving = k->kv_bytes_full ? 1.0 - (double)k->kv_bytes / (double)k->kv_bytes_full : 0.0;
-        fprintf(f,
-                ", \"reset_before\": %s, \"seconds\": %.3f, \"n_prompt\": %d, \"n_gen\": %d, \"n_past\": %d, "
-                "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, \"kv_bytes\": %llu, \"kv_bytes_full\": %llu, "
-                "\"kv_saving\": %.6f, \"retained_tokens\": %lld}",
-                t->reset_before ? "true" : "false", t->seconds, s->n_prompt, s->n_gen, s->n_past, s->prefill_tok_s,
-                s->decode_tok_s, (unsigned long long)k->kv_bytes, (unsigned long long)k->kv_bytes_full, saving,
-                (long long)k->retained_tokens);
+        fprintf(
+            f,
+            ", \"reset_before\": %s, \"seconds\": %.3f, \"n_prompt\": %d, \"n_gen\": %d, \"n_past\": %d, "
+            "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, \"kv_bytes\": %llu, \"kv_bytes_full\": %llu, "
+            "\"kv_saving\": %.6f, \"retained_tokens\": %lld}",
+            t->reset_before ? "true" : "false", t->seconds, s->n_prompt, s->n_gen, s->n_past,
+            s->prefill_tok_s, s->decode_tok_s, (unsigned long long)k->kv_bytes,
+            (unsigned long long)k->kv_bytes_full, saving, (long long)k->retained_tokens);
     }
     fputs("\n], \"final\": {", f);
     app_json_stats_fields(f, &a->snap);
@@ -541,8 +562,8 @@ static void cmd_save(struct chat_app *a, const char *arg) {
     if (bad)
         tui_chat_notef(a->t, TUI_ROLE_ERROR, "/save: writing %s or %s failed", md, js);
     else
-        tui_chat_notef(a->t, TUI_ROLE_NOTICE, "saved %d turn%s to %s and %s", a->n_turns, a->n_turns == 1 ? "" : "s",
-                       md, js);
+        tui_chat_notef(a->t, TUI_ROLE_NOTICE, "saved %d turn%s to %s and %s", a->n_turns,
+                       a->n_turns == 1 ? "" : "s", md, js);
 }
 
 static void conversation_reset(struct chat_app *a) {
@@ -559,11 +580,14 @@ static int refuse_if_running(struct chat_app *a, const char *cmd) {
 
 static void command(struct chat_app *a, char *line) {
     char *cmd = line, *arg = line;
-    while (*arg && *arg != ' ') arg++;
+    while (*arg && *arg != ' ')
+        arg++;
     if (*arg) *arg++ = 0;
-    while (*arg == ' ') arg++;
+    while (*arg == ' ')
+        arg++;
     size_t al = strlen(arg);
-    while (al > 0 && (arg[al - 1] == ' ' || arg[al - 1] == '\n')) arg[--al] = 0;
+    while (al > 0 && (arg[al - 1] == ' ' || arg[al - 1] == '\n'))
+        arg[--al] = 0;
 
     if (!strcmp(cmd, "/help") || !strcmp(cmd, "/?")) {
         tui_chat_add(a->t, TUI_ROLE_NOTICE, help_text);
@@ -578,7 +602,8 @@ static void command(struct chat_app *a, char *line) {
         buf[0] = 0;
         engine_describe_options(a->e, buf, sizeof buf);
         size_t n = strlen(buf);
-        while (n > 0 && buf[n - 1] == '\n') buf[--n] = 0;
+        while (n > 0 && buf[n - 1] == '\n')
+            buf[--n] = 0;
         tui_chat_notef(a->t, TUI_ROLE_NOTICE, "options:\n%s", buf);
     } else if (!strcmp(cmd, "/save")) {
         if (!refuse_if_running(a, "/save")) cmd_save(a, arg);
@@ -607,9 +632,11 @@ static void command(struct chat_app *a, char *line) {
     } else if (!strcmp(cmd, "/set")) {
         if (refuse_if_running(a, "/set")) return;
         char *name = arg, *value = arg;
-        while (*value && *value != ' ') value++;
+        while (*value && *value != ' ')
+            value++;
         if (*value) *value++ = 0;
-        while (*value == ' ') value++;
+        while (*value == ' ')
+            value++;
         if (!*name || !*value) {
             tui_chat_add(a->t, TUI_ROLE_NOTICE, "usage: /set NAME VALUE (/show lists the options)");
             return;
@@ -622,7 +649,8 @@ static void command(struct chat_app *a, char *line) {
         }
         if (reset) {
             conversation_reset(a);
-            tui_chat_notef(a->t, TUI_ROLE_NOTICE, "%s = %s: KV cache rebuilt, conversation reset", name, value);
+            tui_chat_notef(a->t, TUI_ROLE_NOTICE, "%s = %s: KV cache rebuilt, conversation reset", name,
+                           value);
         } else {
             tui_chat_notef(a->t, TUI_ROLE_NOTICE, "%s = %s", name, value);
         }
@@ -648,9 +676,11 @@ static int demo_load(struct chat_app *a, const char *path) {
     size_t cap = 0;
     ssize_t n;
     while ((n = getline(&line, &cap, f)) >= 0) {
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
         char *s = line;
-        while (*s == ' ' || *s == '\t') s++;
+        while (*s == ' ' || *s == '\t')
+            s++;
         if (!*s || *s == '#') continue;
         char **d = realloc(a->demo, (size_t)(a->n_demo + 1) * sizeof *d);
         if (!d) break;
@@ -681,7 +711,8 @@ static void demo_tick(struct chat_app *a) {
         return;
     }
     size_t n = 1;
-    while (s[a->demo_pos + n] && ((unsigned char)s[a->demo_pos + n] & 0xC0) == 0x80) n++;
+    while (s[a->demo_pos + n] && ((unsigned char)s[a->demo_pos + n] & 0xC0) == 0x80)
+        n++;
     char ch[8];
     memcpy(ch, s + a->demo_pos, n);
     ch[n] = 0;
@@ -698,7 +729,8 @@ static void app_free(struct chat_app *a) {
         free(a->turns[i].reply);
     }
     free(a->turns);
-    for (int i = 0; i < a->n_demo; i++) free(a->demo[i]);
+    for (int i = 0; i < a->n_demo; i++)
+        free(a->demo[i]);
     free(a->demo);
     free(a->job_text);
     free(a->pend);
@@ -735,18 +767,21 @@ int app_chat_tui(struct engine *e, const struct app_params *p) {
     tui_chat_notef(a.t, TUI_ROLE_NOTICE,
                    "kvchat: %s on %s, KV cache %s%s. Type a message and press Enter; /help lists commands.",
                    a.snap.model_name, a.snap.device, kv_policy_name(a.snap.kv.policy),
-                   a.snap.kv.bits == 16 ? "" : a.snap.kv.bits == 4 ? " 4-bit" : " 2-bit");
+                   a.snap.kv.bits == 16  ? ""
+                   : a.snap.kv.bits == 4 ? " 4-bit"
+                                         : " 2-bit");
     if (p->record_file) {
         a.rec = fopen(p->record_file, "a");
         if (!a.rec)
-            tui_chat_notef(a.t, TUI_ROLE_ERROR, "--record %s: %s (not recording)", p->record_file, strerror(errno));
+            tui_chat_notef(a.t, TUI_ROLE_ERROR, "--record %s: %s (not recording)", p->record_file,
+                           strerror(errno));
     }
     if (p->demo_file) {
         if (demo_load(&a, p->demo_file))
             tui_chat_notef(a.t, TUI_ROLE_ERROR, "--demo %s: %s", p->demo_file, strerror(errno));
         else
-            tui_chat_notef(a.t, TUI_ROLE_NOTICE, "demo: %d prompt%s from %s", a.n_demo, a.n_demo == 1 ? "" : "s",
-                           p->demo_file);
+            tui_chat_notef(a.t, TUI_ROLE_NOTICE, "demo: %d prompt%s from %s", a.n_demo,
+                           a.n_demo == 1 ? "" : "s", p->demo_file);
         a.demo_at = now_s() + 0.5;
     }
     int demo_done_said = a.n_demo == 0;
@@ -774,7 +809,8 @@ int app_chat_tui(struct engine *e, const struct app_params *p) {
         }
         demo_tick(&a);
         if (!demo_done_said && a.demo_next >= a.n_demo && !a.running && !tui_feed_pending(a.t)) {
-            tui_chat_notef(a.t, TUI_ROLE_NOTICE, "demo finished (%d prompt%s)", a.n_demo, a.n_demo == 1 ? "" : "s");
+            tui_chat_notef(a.t, TUI_ROLE_NOTICE, "demo finished (%d prompt%s)", a.n_demo,
+                           a.n_demo == 1 ? "" : "s");
             demo_done_said = 1;
         }
         tui_draw(a.t);

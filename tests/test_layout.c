@@ -33,10 +33,10 @@ static int rects_ok(const struct tui_layout *L) {
 static int area(struct tui_rect r) { return r.w * r.h; }
 
 static void test_layout_sizes(void) {
-    static const int sizes[][2] = {{1, 1},   {2, 1},   {1, 2},   {5, 3},    {19, 10}, {20, 5},   {20, 6},
-                                   {20, 10}, {30, 8},  {39, 20}, {40, 11},  {40, 12}, {60, 15},  {80, 24},
-                                   {99, 40}, {100, 15}, {100, 30}, {120, 16}, {160, 48}, {300, 100}, {0, 0},
-                                   {0, 24},  {80, 0},  {-3, -3}};
+    static const int sizes[][2] = {{1, 1},    {2, 1},     {1, 2},   {5, 3},    {19, 10},  {20, 5},
+                                   {20, 6},   {20, 10},   {30, 8},  {39, 20},  {40, 11},  {40, 12},
+                                   {60, 15},  {80, 24},   {99, 40}, {100, 15}, {100, 30}, {120, 16},
+                                   {160, 48}, {300, 100}, {0, 0},   {0, 24},   {80, 0},   {-3, -3}};
     int n = (int)(sizeof sizes / sizeof sizes[0]);
     for (int i = 0; i < n; i++) {
         for (unsigned flags = 0; flags < 4; flags++) {
@@ -119,8 +119,9 @@ static void test_layout_sizes(void) {
 }
 
 static void test_dash_plan(void) {
-    static const struct tui_rect inners[] = {{0, 0, 0, 0},   {1, 1, 1, 1},    {0, 10, 80, 9}, {100, 1, 59, 30},
-                                             {96, 1, 63, 44}, {0, 1, 159, 30}, {5, 5, 37, 2}};
+    static const struct tui_rect inners[] = {{0, 0, 0, 0},     {1, 1, 1, 1},    {0, 10, 80, 9},
+                                             {100, 1, 59, 30}, {96, 1, 63, 44}, {0, 1, 159, 30},
+                                             {5, 5, 37, 2}};
     for (size_t i = 0; i < sizeof inners / sizeof inners[0]; i++) {
         for (int gw = 1; gw < 90; gw += 11) {
             for (int gh = 0; gh < 90; gh += 13) {
@@ -135,8 +136,8 @@ static void test_dash_plan(void) {
                     int keep = gh < (in.h / 2 > 3 ? in.h / 2 : 3) ? gh : (in.h / 2 > 3 ? in.h / 2 : 3);
                     int want = in.h - keep < 10 ? in.h - keep : 10;
                     if (want < 0) want = 0;
-                    CHECK_MSG(P.info.h == want && P.info.h + P.grid.h == in.h, "plan %dx%d gh %d: info %d grid %d",
-                              in.w, in.h, gh, P.info.h, P.grid.h);
+                    CHECK_MSG(P.info.h == want && P.info.h + P.grid.h == in.h,
+                              "plan %dx%d gh %d: info %d grid %d", in.w, in.h, gh, P.info.h, P.grid.h);
                 }
             }
         }
@@ -161,12 +162,12 @@ static int wrap_str(const char *s, int width, char *out, size_t cap) {
     return n;
 }
 
-#define CHECK_WRAP(s, w, expect)                                                                           \
-    do {                                                                                                   \
-        char got_[512];                                                                                    \
-        int n_ = wrap_str(s, w, got_, sizeof got_);                                                        \
-        CHECK_MSG(n_ > 0 && strcmp(got_, expect) == 0, "wrap(\"%s\", %d) = \"%s\" (n %d), want \"%s\"", s, \
-                  w, got_, n_, expect);                                                                    \
+#define CHECK_WRAP(s, w, expect)                                                                             \
+    do {                                                                                                     \
+        char got_[512];                                                                                      \
+        int n_ = wrap_str(s, w, got_, sizeof got_);                                                          \
+        CHECK_MSG(n_ > 0 && strcmp(got_, expect) == 0, "wrap(\"%s\", %d) = \"%s\" (n %d), want \"%s\"", s,   \
+                  w, got_, n_, expect);                                                                      \
     } while (0)
 
 static void test_utf8(void) {
@@ -195,9 +196,9 @@ static void test_utf8(void) {
     CHECK(memcmp(enc, "\xEF\xBF\xBD", 3) == 0);
     // widths
     CHECK_EQ_INT(tui_cp_width('a'), 1);
-    CHECK_EQ_INT(tui_cp_width(0x4E2D), 2);   // CJK
-    CHECK_EQ_INT(tui_cp_width(0x1F600), 2);  // emoji
-    CHECK_EQ_INT(tui_cp_width(0x301), 0);    // combining acute
+    CHECK_EQ_INT(tui_cp_width(0x4E2D), 2);  // CJK
+    CHECK_EQ_INT(tui_cp_width(0x1F600), 2); // emoji
+    CHECK_EQ_INT(tui_cp_width(0x301), 0);   // combining acute
     CHECK_EQ_INT(tui_cp_width('\n'), 0);
     CHECK_EQ_INT(tui_cp_width(0x1B), 0);
     CHECK_EQ_INT(tui_cp_width(TUI_CP_REPLACEMENT), 1);
@@ -224,14 +225,23 @@ static void test_wrap(void) {
     CHECK_WRAP("one two three four", 9, "one two|three|four");
     CHECK_WRAP("x", 0, "x");
     // CJK: each 2 columns, never split
-    CHECK_WRAP("\xE4\xB8\xAD\xE6\x96\x87\xE5\xAD\x97\xE7\xAC\xA6", 5, "\xE4\xB8\xAD\xE6\x96\x87|\xE5\xAD\x97\xE7\xAC\xA6");
+    CHECK_WRAP("\xE4\xB8\xAD\xE6\x96\x87\xE5\xAD\x97\xE7\xAC\xA6", 5,
+               "\xE4\xB8\xAD\xE6\x96\x87|\xE5\xAD\x97\xE7\xAC\xA6");
     CHECK_WRAP("a\xE4\xB8\xAD", 2, "a|\xE4\xB8\xAD");
     // emoji
-    CHECK_WRAP("\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 4, "\xF0\x9F\x98\x80\xF0\x9F\x98\x80|\xF0\x9F\x98\x80");
+    CHECK_WRAP("\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 4,
+               "\xF0\x9F\x98\x80\xF0\x9F\x98\x80|\xF0\x9F\x98\x80");
     // a wide character in a 1-column area gets a line of its own
     CHECK_WRAP("\xE4\xB8\xAD\xE6\x96\x87", 1, "\xE4\xB8\xAD|\xE6\x96\x87");
     // combining marks stay with their base (decomposed e-acute x4 at width 2)
-    CHECK_WRAP("e\xCC\x81""e\xCC\x81""e\xCC\x81""e\xCC\x81", 2, "e\xCC\x81""e\xCC\x81|e\xCC\x81""e\xCC\x81");
+    CHECK_WRAP("e\xCC\x81"
+               "e\xCC\x81"
+               "e\xCC\x81"
+               "e\xCC\x81",
+               2,
+               "e\xCC\x81"
+               "e\xCC\x81|e\xCC\x81"
+               "e\xCC\x81");
     // invalid bytes count one column each
     CHECK_WRAP("\xFF\xFE\xFD", 2, "\xFF\xFE|\xFD");
     // every line within the width for a long mixed text, and lines cover the text in order
@@ -388,7 +398,8 @@ static void test_history(void) {
     rmdir(dir);
 
     char out[256];
-    CHECK(tui_history_path(out, sizeof out, "/x/data", "/home/u") == 0 && strcmp(out, "/x/data/kvchat/history") == 0);
+    CHECK(tui_history_path(out, sizeof out, "/x/data", "/home/u") == 0 &&
+          strcmp(out, "/x/data/kvchat/history") == 0);
     CHECK(tui_history_path(out, sizeof out, "", "/home/u") == 0 &&
           strcmp(out, "/home/u/.local/share/kvchat/history") == 0);
     CHECK(tui_history_path(out, sizeof out, "relative", "/home/u") == 0 &&
@@ -407,7 +418,8 @@ static void test_ring(void) {
     CHECK(tui_ring_last(&r) == 0);
     unsigned char lv[8];
     CHECK_EQ_INT(tui_spark_levels(&r, 8, 0, lv), 0);
-    for (int i = 1; i <= 6; i++) tui_ring_push(&r, i);
+    for (int i = 1; i <= 6; i++)
+        tui_ring_push(&r, i);
     CHECK(r.n == 4 && tui_ring_get(&r, 0) == 3 && tui_ring_get(&r, 3) == 6 && tui_ring_last(&r) == 6);
     CHECK(tui_ring_max(&r, 0) == 6 && tui_ring_max(&r, 2) == 6);
     CHECK_EQ_INT(tui_spark_levels(&r, 8, 0, lv), 4);
@@ -480,7 +492,8 @@ static void test_fmt(void) {
 static void test_stats_copy(void) {
     struct tui_stats a = {0}, b = {0};
     CHECK(tui_stats_reserve(&a, 5, 4, 1) == 0);
-    for (int i = 0; i < 20; i++) a.heads[i].retained = i;
+    for (int i = 0; i < 20; i++)
+        a.heads[i].retained = i;
     a.layer_budget[4] = 77;
     a.kv_bytes = 123;
     CHECK(tui_stats_copy(&b, &a) == 0);

@@ -28,7 +28,8 @@ static void test_chat_store(void) {
     CHECK_EQ_INT(chat_view_total_lines(&cv, 40), 6);
     // pieces append to the same message and wrap at width - gutter (38 columns here)
     const char *piece = "Once upon a time there was a cat. ";
-    for (int i = 0; i < 4; i++) CHECK(chat_view_append(&cv, piece, strlen(piece)) == 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(chat_view_append(&cv, piece, strlen(piece)) == 0);
     CHECK(cv.n == 4);
     int text_lines = tui_wrap(cv.msgs[3].text, cv.msgs[3].len, 38, NULL, 0);
     CHECK(text_lines >= 4);
@@ -75,7 +76,8 @@ static void test_chat_store(void) {
 static void test_ring_history(void) {
     struct tui_ring r;
     tui_ring_init(&r, 8);
-    for (int i = 1; i <= 8; i++) tui_ring_push(&r, i);
+    for (int i = 1; i <= 8; i++)
+        tui_ring_push(&r, i);
     tui_ring_compact(&r); // keeps the later of each pair: 2 4 6 8
     CHECK(r.n == 4 && tui_ring_get(&r, 0) == 2 && tui_ring_get(&r, 3) == 8);
     tui_ring_push(&r, 9);
@@ -86,7 +88,8 @@ static void test_ring_history(void) {
     CHECK(tui_ring_last(&r) == 10 && r.n == 3);
     // fitting more samples than columns: each column shows the max of its share
     tui_ring_clear(&r);
-    for (int i = 1; i <= 8; i++) tui_ring_push(&r, i);
+    for (int i = 1; i <= 8; i++)
+        tui_ring_push(&r, i);
     unsigned char lv[8];
     CHECK_EQ_INT(tui_spark_fit(&r, 4, 8, lv), 4);
     CHECK(lv[0] == 2 && lv[1] == 4 && lv[2] == 6 && lv[3] == 8);
@@ -97,7 +100,8 @@ static void test_ring_history(void) {
     // the dashboard history: never more than the ring holds, always ending with the newest value
     struct dash_state d;
     CHECK(dash_init(&d) == 0);
-    for (int i = 1; i <= 5000; i++) dash_sample(&d, (uint64_t)i * 10, (uint64_t)i * 40, i);
+    for (int i = 1; i <= 5000; i++)
+        dash_sample(&d, (uint64_t)i * 10, (uint64_t)i * 40, i);
     CHECK(d.kv.n <= d.kv.cap && d.kv.n > d.kv.cap / 4);
     CHECK(tui_ring_last(&d.kv) == 50000 && tui_ring_last(&d.full) == 200000);
     CHECK(d.stride >= 8);

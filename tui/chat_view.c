@@ -20,7 +20,8 @@ static void msg_free(struct cv_msg *m) {
 }
 
 void chat_view_clear(struct chat_view *cv) {
-    for (int i = 0; i < cv->n; i++) msg_free(&cv->msgs[i]);
+    for (int i = 0; i < cv->n; i++)
+        msg_free(&cv->msgs[i]);
     cv->n = 0;
     cv->scroll = 0;
     cv->last_total = 0;
@@ -38,7 +39,8 @@ static int msg_append(struct cv_msg *m, const char *text, size_t len) {
     if (!clean) return -1;
     if (m->len + cn + 1 > m->cap) {
         size_t cap = m->cap ? m->cap : 128;
-        while (cap < m->len + cn + 1) cap *= 2;
+        while (cap < m->len + cn + 1)
+            cap *= 2;
         char *t = realloc(m->text, cap);
         if (!t) {
             free(clean);
@@ -118,7 +120,8 @@ static void msg_wrap(struct cv_msg *m, int tw) {
 static int msg_gap(const struct chat_view *cv, int i) {
     if (i == 0) return 0;
     int a = cv->msgs[i - 1].role, b = cv->msgs[i].role;
-    int a_note = a == TUI_ROLE_NOTICE || a == TUI_ROLE_ERROR, b_note = b == TUI_ROLE_NOTICE || b == TUI_ROLE_ERROR;
+    int a_note = a == TUI_ROLE_NOTICE || a == TUI_ROLE_ERROR,
+        b_note = b == TUI_ROLE_NOTICE || b == TUI_ROLE_ERROR;
     return !(a_note && b_note);
 }
 
@@ -136,7 +139,8 @@ static int msg_height(struct chat_view *cv, int i, int width) {
 
 int chat_view_total_lines(struct chat_view *cv, int width) {
     int total = 0;
-    for (int i = 0; i < cv->n; i++) total += msg_height(cv, i, width);
+    for (int i = 0; i < cv->n; i++)
+        total += msg_height(cv, i, width);
     return total;
 }
 
@@ -150,14 +154,19 @@ void chat_view_scroll_end(struct chat_view *cv) { cv->scroll = 0; }
 
 static attr_t role_attr(const struct tui_theme *th, int role) {
     switch (role) {
-    case TUI_ROLE_USER: return th->attr[TS_BOLD];
-    case TUI_ROLE_NOTICE: return th->attr[TS_NOTICE];
-    case TUI_ROLE_ERROR: return th->attr[TS_ERROR];
-    default: return th->attr[TS_ASSIST];
+    case TUI_ROLE_USER:
+        return th->attr[TS_BOLD];
+    case TUI_ROLE_NOTICE:
+        return th->attr[TS_NOTICE];
+    case TUI_ROLE_ERROR:
+        return th->attr[TS_ERROR];
+    default:
+        return th->attr[TS_ASSIST];
     }
 }
 
-void chat_view_draw(struct chat_view *cv, const struct tui_theme *th, struct tui_rect r, const char *spinner) {
+void chat_view_draw(struct chat_view *cv, const struct tui_theme *th, struct tui_rect r,
+                    const char *spinner) {
     if (r.w <= 0 || r.h <= 0) return;
     int total = chat_view_total_lines(cv, r.w);
     if (cv->scroll > 0 && total > cv->last_total) cv->scroll += total - cv->last_total; // hold the view still

@@ -8,11 +8,11 @@
 #include "tui/theme.h"
 
 struct cv_msg {
-    int role;           // enum tui_role
-    char *text;         // sanitized UTF-8
+    int role;   // enum tui_role
+    char *text; // sanitized UTF-8
     size_t len, cap;
-    char *note;         // dim suffix line ("[stopped]"), or NULL
-    int streaming;      // text is still arriving
+    char *note;    // dim suffix line ("[stopped]"), or NULL
+    int streaming; // text is still arriving
     // wrap cache: valid while wrap_w and wrap_len match
     int wrap_w;
     size_t wrap_len;

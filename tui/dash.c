@@ -72,18 +72,19 @@ void dash_scroll(struct dash_state *d, const struct tui_stats *s, int dl) { dash
 static int digits(long long v) {
     int n = 1;
     if (v < 0) v = -v, n++;
-    while (v >= 10) v /= 10, n++;
+    while (v >= 10)
+        v /= 10, n++;
     return n;
 }
 
 // ---- grid geometry ---------------------------------------------------------------------------------------
 
 struct grid_geom {
-    int lw;         // layer label column ("12 ")
-    int cw;         // cell width: ndig+2 = glyph + count, 3/2 = glyph + shade (+ gap), 1 = glyph
-    int ndig;       // digits of the count in wide cells
-    int tw;         // per-layer total column (0 = hidden)
-    int vis_heads;  // heads that fit
+    int lw;        // layer label column ("12 ")
+    int cw;        // cell width: ndig+2 = glyph + count, 3/2 = glyph + shade (+ gap), 1 = glyph
+    int ndig;      // digits of the count in wide cells
+    int tw;        // per-layer total column (0 = hidden)
+    int vis_heads; // heads that fit
 };
 
 static void grid_geometry(const struct tui_stats *s, int avail, struct grid_geom *g) {
@@ -141,7 +142,8 @@ static int legend_collect(const struct tui_stats *s, struct legend_item *it, int
     for (int i = 0; i < s->n_layer * s->n_head_kv; i++) {
         const struct tui_head_stats *h = &s->heads[i];
         int k = 0;
-        while (k < n && it[k].comps != h->comps) k++;
+        while (k < n && it[k].comps != h->comps)
+            k++;
         if (k == n) {
             if (n == max) continue;
             it[n].comps = h->comps, it[n].count = 0, it[n].glyph = h->glyph, it[n].name = h->name;
@@ -228,12 +230,15 @@ static void draw_grid(struct dash_state *d, const struct tui_stats *s, const str
                 tui_puts(th, y, cells_x + k * g.cw, g.cw, lab, h == d->sel_head ? th->attr[TS_BOLD] : ha);
             }
         } else {
-            tui_putf(th, y, cells_x, vis_heads, ha, "heads %d-%d", d->left_head, d->left_head + vis_heads - 1);
+            tui_putf(th, y, cells_x, vis_heads, ha, "heads %d-%d", d->left_head,
+                     d->left_head + vis_heads - 1);
         }
         if (d->left_head > 0) tui_puts(th, y, cells_x - 1, 1, th->g->left, ha);
         if (d->left_head + vis_heads < s->n_head_kv)
             tui_puts(th, y, cells_x + vis_heads * g.cw, 1, th->g->right, ha);
-        if (g.tw) tui_puts(th, y, cells_x + vis_heads * g.cw + (d->left_head + vis_heads < s->n_head_kv), g.tw, "   kept", ha);
+        if (g.tw)
+            tui_puts(th, y, cells_x + vis_heads * g.cw + (d->left_head + vis_heads < s->n_head_kv), g.tw,
+                     "   kept", ha);
         y++;
     }
     int n_past = s->n_past > 0 ? s->n_past : 1;
@@ -241,11 +246,12 @@ static void draw_grid(struct dash_state *d, const struct tui_stats *s, const str
         int l = d->top_layer + li;
         int last_row = li == vis_layers - 1 && l < s->n_layer - 1;
         attr_t la = l == d->sel_layer ? th->attr[TS_BOLD] : th->attr[TS_DIM];
-        if (last_row)
-            tui_puts(th, y, r.x, 1, th->g->down, th->attr[TS_DIM]);
-        tui_putf(th, y, r.x + (last_row ? 1 : 0), g.lw - 1 - (last_row ? 1 : 0), la, "%*d", g.lw - 1 - (last_row ? 1 : 0), l);
+        if (last_row) tui_puts(th, y, r.x, 1, th->g->down, th->attr[TS_DIM]);
+        tui_putf(th, y, r.x + (last_row ? 1 : 0), g.lw - 1 - (last_row ? 1 : 0), la, "%*d",
+                 g.lw - 1 - (last_row ? 1 : 0), l);
         long long layer_kept = 0;
-        for (int h = 0; h < s->n_head_kv; h++) layer_kept += s->heads[l * s->n_head_kv + h].retained;
+        for (int h = 0; h < s->n_head_kv; h++)
+            layer_kept += s->heads[l * s->n_head_kv + h].retained;
         for (int k = 0; k < vis_heads; k++) {
             int h = d->left_head + k;
             const struct tui_head_stats *hs = &s->heads[l * s->n_head_kv + h];
@@ -286,22 +292,34 @@ static void draw_grid(struct dash_state *d, const struct tui_stats *s, const str
         }
         y++;
     }
-    if (leg_rows > 0 && y < r.y + r.h)
-        legend_lines(th, items, n_items, r.x, y, r.w, r.y + r.h - y, 1);
+    if (leg_rows > 0 && y < r.y + r.h) legend_lines(th, items, n_items, r.x, y, r.w, r.y + r.h - y, 1);
 }
 
 // ---- info lines ------------------------------------------------------------------------------------------
 
 enum info_line {
-    IL_KV, IL_BAR, IL_SPLIT1, IL_SPLIT2, IL_EXACT, IL_SPARK, IL_CTX, IL_SPEED, IL_TOKENS, IL_WEIGHTS, IL_GPU,
-    IL_SEL1, IL_SEL2, IL_SEL3, IL_COUNT
+    IL_KV,
+    IL_BAR,
+    IL_SPLIT1,
+    IL_SPLIT2,
+    IL_EXACT,
+    IL_SPARK,
+    IL_CTX,
+    IL_SPEED,
+    IL_TOKENS,
+    IL_WEIGHTS,
+    IL_GPU,
+    IL_SEL1,
+    IL_SEL2,
+    IL_SEL3,
+    IL_COUNT
 };
 
 // Lower = more important; lines are kept by priority, then drawn in enum order.
 static const int info_priority[IL_COUNT] = {
-    [IL_KV] = 0,     [IL_BAR] = 1,    [IL_SPLIT1] = 4, [IL_SPLIT2] = 4,  [IL_EXACT] = 3,
-    [IL_SPARK] = 5,  [IL_CTX] = 1,    [IL_SPEED] = 2,  [IL_TOKENS] = 6, [IL_WEIGHTS] = 6,
-    [IL_GPU] = 3,    [IL_SEL1] = 2,   [IL_SEL2] = 3,   [IL_SEL3] = 5,
+    [IL_KV] = 0,    [IL_BAR] = 1,  [IL_SPLIT1] = 4, [IL_SPLIT2] = 4, [IL_EXACT] = 3,
+    [IL_SPARK] = 5, [IL_CTX] = 1,  [IL_SPEED] = 2,  [IL_TOKENS] = 6, [IL_WEIGHTS] = 6,
+    [IL_GPU] = 3,   [IL_SEL1] = 2, [IL_SEL2] = 3,   [IL_SEL3] = 5,
 };
 
 // Whether a line has something to say for these stats.
@@ -313,7 +331,8 @@ static int info_available(const struct tui_stats *s, int which) {
 
 static int info_count(const struct tui_stats *s) {
     int n = 0;
-    for (int i = 0; i < IL_COUNT; i++) n += info_available(s, i);
+    for (int i = 0; i < IL_COUNT; i++)
+        n += info_available(s, i);
     return n;
 }
 
@@ -325,8 +344,8 @@ static attr_t level_attr(const struct tui_theme *th, double frac) {
     return th->attr[frac < 0.6 ? TS_METER_LOW : frac < 0.85 ? TS_METER_MID : TS_METER_HIGH];
 }
 
-static void draw_info_line(struct dash_state *d, const struct tui_stats *s, const struct tui_theme *th, int which,
-                           int y, int x, int w) {
+static void draw_info_line(struct dash_state *d, const struct tui_stats *s, const struct tui_theme *th,
+                           int which, int y, int x, int w) {
     char a[40], b[40], c[96];
     int lx = x + LABEL_W, lw = w - LABEL_W;
     if (lw > 64) lw = 64; // meters wider than this read worse, not better
@@ -389,7 +408,8 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
         unsigned char lv[512];
         double top = tui_ring_max(&d->full, 0), kvmax = tui_ring_max(&d->kv, 0);
         int n = tui_spark_fit(&d->kv, lw < 512 ? lw : 512, kvmax > top ? kvmax : top, lv);
-        for (int i = 0; i < n; i++) tui_puts(th, y, lx + i, 1, th->g->spark[lv[i]], th->attr[TS_SPARK]);
+        for (int i = 0; i < n; i++)
+            tui_puts(th, y, lx + i, 1, th->g->spark[lv[i]], th->attr[TS_SPARK]);
         if (n == 0) tui_puts(th, y, lx, lw, "-", th->attr[TS_DIM]);
         break;
     }
@@ -398,7 +418,8 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
         double frac = s->n_ctx > 0 ? (double)s->n_past / s->n_ctx : 0;
         snprintf(c, sizeof c, "%d/%d %.0f%% ", s->n_past, s->n_ctx, frac * 100.0);
         int used = tui_puts(th, y, lx, lw, c, th->attr[TS_NORMAL]);
-        if (lw - used >= 4) tui_meter(th, y, lx + used, lw - used, frac, level_attr(th, frac), th->attr[TS_METER_EMPTY]);
+        if (lw - used >= 4)
+            tui_meter(th, y, lx + used, lw - used, frac, level_attr(th, frac), th->attr[TS_METER_EMPTY]);
         break;
     }
     case IL_SPEED:
@@ -410,8 +431,9 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
     case IL_TOKENS: {
         label(th, y, x, w, "kept");
         long long all = (long long)s->n_past * s->n_layer * s->n_head_kv;
-        tui_putf(th, y, lx, lw, th->attr[TS_NORMAL], "%lld of %lld token-heads (%.0f%%)", (long long)s->retained_tokens,
-                 all, all > 0 ? 100.0 * (double)s->retained_tokens / (double)all : 0.0);
+        tui_putf(th, y, lx, lw, th->attr[TS_NORMAL], "%lld of %lld token-heads (%.0f%%)",
+                 (long long)s->retained_tokens, all,
+                 all > 0 ? 100.0 * (double)s->retained_tokens / (double)all : 0.0);
         break;
     }
     case IL_WEIGHTS:
@@ -427,12 +449,16 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
         snprintf(c, sizeof c, " %s/%s", a, b);
         int cw = tui_str_width(c, strlen(c));
         int mw = lw - cw;
-        if (mw >= 4) tui_meter(th, y, lx, mw, frac, level_attr(th, frac), th->attr[TS_METER_EMPTY]);
-        else mw = 0;
+        if (mw >= 4)
+            tui_meter(th, y, lx, mw, frac, level_attr(th, frac), th->attr[TS_METER_EMPTY]);
+        else
+            mw = 0;
         tui_puts(th, y, lx + mw, lw - mw, c, th->attr[TS_NORMAL]);
         break;
     }
-    case IL_SEL1: case IL_SEL2: case IL_SEL3: {
+    case IL_SEL1:
+    case IL_SEL2:
+    case IL_SEL3: {
         if (s->n_layer <= 0 || s->n_head_kv <= 0) break;
         clamp_sel(d, s);
         const struct tui_head_stats *h = &s->heads[d->sel_layer * s->n_head_kv + d->sel_head];
@@ -440,7 +466,8 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
             label(th, y, x, w, "head");
             int used = tui_putf(th, y, lx, lw, th->attr[TS_BOLD], "L%d H%d ", d->sel_layer, d->sel_head);
             char g[2] = {h->glyph ? h->glyph : '?', 0};
-            used += tui_puts(th, y, lx + used, lw - used, g, th->attr[tui_theme_policy_style(h->comps)] | A_BOLD);
+            used +=
+                tui_puts(th, y, lx + used, lw - used, g, th->attr[tui_theme_policy_style(h->comps)] | A_BOLD);
             tui_putf(th, y, lx + used, lw - used, th->attr[TS_NORMAL], " %s", h->name);
         } else if (which == IL_SEL2) {
             if (h->budget >= 0)
@@ -448,13 +475,15 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
             else
                 snprintf(a, sizeof a, "kept %d", h->retained);
             if (h->recovery >= 0)
-                snprintf(b, sizeof b, "  rec %.3f (min %.3f)", h->recovery, h->recovery_min >= 0 ? h->recovery_min : h->recovery);
+                snprintf(b, sizeof b, "  rec %.3f (min %.3f)", h->recovery,
+                         h->recovery_min >= 0 ? h->recovery_min : h->recovery);
             else
                 snprintf(b, sizeof b, "  rec -");
             tui_putf(th, y, lx, lw, th->attr[TS_NORMAL], "%s%s", a, b);
         } else {
             tui_fmt_bytes(h->bytes, a, sizeof a);
-            int used = tui_putf(th, y, lx, lw, th->attr[TS_NORMAL], "%s (%llu B)", a, (unsigned long long)h->bytes);
+            int used =
+                tui_putf(th, y, lx, lw, th->attr[TS_NORMAL], "%s (%llu B)", a, (unsigned long long)h->bytes);
             if (s->layer_budget)
                 tui_putf(th, y, lx + used, lw - used, th->attr[TS_DIM], "  layer budget %d",
                          s->layer_budget[d->sel_layer]);
@@ -464,7 +493,8 @@ static void draw_info_line(struct dash_state *d, const struct tui_stats *s, cons
     }
 }
 
-static void draw_info(struct dash_state *d, const struct tui_stats *s, const struct tui_theme *th, struct tui_rect r) {
+static void draw_info(struct dash_state *d, const struct tui_stats *s, const struct tui_theme *th,
+                      struct tui_rect r) {
     if (r.w <= 0 || r.h <= 0) return;
     int keep[IL_COUNT] = {0};
     int rows = 0;
@@ -499,7 +529,8 @@ void dash_draw(struct dash_state *d, const struct tui_stats *s, const struct tui
     struct tui_rect in = {r.x, r.y + 1, r.w, r.h - 1};
     if (left_border) {
         tui_puts(th, r.y, r.x, 1, th->g->cross_down, ba);
-        for (int yy = in.y; yy < in.y + in.h; yy++) tui_puts(th, yy, r.x, 1, th->g->vline, ba);
+        for (int yy = in.y; yy < in.y + in.h; yy++)
+            tui_puts(th, yy, r.x, 1, th->g->vline, ba);
         in.x += 2, in.w -= 2; // rule + one column of air
     }
     if (in.w <= 0 || in.h <= 0) return;
@@ -515,7 +546,8 @@ void dash_draw(struct dash_state *d, const struct tui_stats *s, const struct tui
     int gw_best = grid_width_want(s, 1 << 20);
     int gw = gw_best;
     int gh = 1 + s->n_layer + legend_lines(th, items, n_items, 0, 0, in.w, 0, 0);
-    if (in.w < gw_best + 2 + TUI_DASH_INFO_MIN_W && info_count(s) + 1 + gh > in.h) gw = grid_width_want(s, in.w);
+    if (in.w < gw_best + 2 + TUI_DASH_INFO_MIN_W && info_count(s) + 1 + gh > in.h)
+        gw = grid_width_want(s, in.w);
     struct tui_dash_plan P;
     tui_dash_plan_compute(in, gw, gh, info_count(s), &P);
     draw_info(d, s, th, P.info);

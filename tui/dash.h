@@ -9,11 +9,11 @@
 #include "tui/tui.h"
 
 struct dash_state {
-    int sel_layer, sel_head;   // the selected head
-    int top_layer, left_head;  // grid scroll (many layers / heads)
-    int grid_rows, grid_cols;  // layers and heads visible at the last draw (page sizes)
-    struct tui_ring kv, full;  // kv_bytes and kv_bytes_full samples over the conversation
-    int stride, pending;       // one slot per `stride` samples (doubles whenever the ring fills up)
+    int sel_layer, sel_head;  // the selected head
+    int top_layer, left_head; // grid scroll (many layers / heads)
+    int grid_rows, grid_cols; // layers and heads visible at the last draw (page sizes)
+    struct tui_ring kv, full; // kv_bytes and kv_bytes_full samples over the conversation
+    int stride, pending;      // one slot per `stride` samples (doubles whenever the ring fills up)
     uint64_t last_kv, last_full;
     int last_n_past;
 };

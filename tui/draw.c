@@ -78,11 +78,13 @@ void tui_fill(struct tui_rect r, attr_t a) {
     wchar_t w[2] = {L' ', 0};
     setcchar(&sp, w, a & ~A_COLOR, (short)PAIR_NUMBER(a), NULL);
     for (int yy = r.y; yy < r.y + r.h && yy < LINES; yy++)
-        for (int xx = r.x; xx < r.x + r.w && xx < COLS; xx++) mvadd_wch(yy, xx, &sp);
+        for (int xx = r.x; xx < r.x + r.w && xx < COLS; xx++)
+            mvadd_wch(yy, xx, &sp);
 }
 
 void tui_repeat(const struct tui_theme *th, int y, int x, int n, const char *glyph, attr_t a) {
-    for (int i = 0; i < n; i++) tui_puts(th, y, x + i, 1, glyph, a);
+    for (int i = 0; i < n; i++)
+        tui_puts(th, y, x + i, 1, glyph, a);
 }
 
 void tui_meter(const struct tui_theme *th, int y, int x, int w, double frac, attr_t fill, attr_t empty) {

@@ -14,7 +14,8 @@
 static int edit_reserve(struct tui_edit *e, size_t need) {
     if (need + 1 <= e->cap) return 0;
     size_t cap = e->cap ? e->cap : 64;
-    while (cap < need + 1) cap *= 2;
+    while (cap < need + 1)
+        cap *= 2;
     char *b = realloc(e->buf, cap);
     if (!b) return -1;
     e->buf = b;
@@ -113,12 +114,14 @@ static size_t prev_char(const struct tui_edit *e, size_t i) {
 }
 
 static size_t line_start(const struct tui_edit *e, size_t i) {
-    while (i > 0 && e->buf[i - 1] != '\n') i--;
+    while (i > 0 && e->buf[i - 1] != '\n')
+        i--;
     return i;
 }
 
 static size_t line_end(const struct tui_edit *e, size_t i) {
-    while (i < e->len && e->buf[i] != '\n') i++;
+    while (i < e->len && e->buf[i] != '\n')
+        i++;
     return i;
 }
 
@@ -129,15 +132,19 @@ void tui_edit_right(struct tui_edit *e) { e->cur = next_char(e, e->cur); }
 
 void tui_edit_word_left(struct tui_edit *e) {
     size_t i = e->cur;
-    while (i > 0 && is_space(e->buf[i - 1])) i--;
-    while (i > 0 && !is_space(e->buf[i - 1])) i = prev_char(e, i);
+    while (i > 0 && is_space(e->buf[i - 1]))
+        i--;
+    while (i > 0 && !is_space(e->buf[i - 1]))
+        i = prev_char(e, i);
     e->cur = i;
 }
 
 void tui_edit_word_right(struct tui_edit *e) {
     size_t i = e->cur;
-    while (i < e->len && is_space(e->buf[i])) i++;
-    while (i < e->len && !is_space(e->buf[i])) i = next_char(e, i);
+    while (i < e->len && is_space(e->buf[i]))
+        i++;
+    while (i < e->len && !is_space(e->buf[i]))
+        i = next_char(e, i);
     e->cur = i;
 }
 
@@ -194,8 +201,10 @@ void tui_edit_kill_start(struct tui_edit *e) { edit_kill(e, line_start(e, e->cur
 
 void tui_edit_kill_word(struct tui_edit *e) {
     size_t end = e->cur, i = end;
-    while (i > 0 && e->buf[i - 1] == ' ') i--;
-    while (i > 0 && !is_space(e->buf[i - 1])) i = prev_char(e, i);
+    while (i > 0 && e->buf[i - 1] == ' ')
+        i--;
+    while (i > 0 && !is_space(e->buf[i - 1]))
+        i = prev_char(e, i);
     if (i == end && i > 0 && e->buf[i - 1] == '\n') i--; // at a line start: remove the line break
     edit_kill(e, i, end);
 }
@@ -240,7 +249,8 @@ int tui_history_init(struct tui_history *h, int max) {
 }
 
 void tui_history_free(struct tui_history *h) {
-    for (int i = 0; i < h->n; i++) free(h->items[i]);
+    for (int i = 0; i < h->n; i++)
+        free(h->items[i]);
     free(h->items);
     free(h->draft);
     memset(h, 0, sizeof *h);

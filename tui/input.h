@@ -4,11 +4,11 @@
 #include <stddef.h>
 
 struct tui_edit {
-    char *buf;   // UTF-8 text, NUL-terminated; may hold '\n' (multi-line input)
-    size_t len;  // bytes of text
-    size_t cap;  // bytes allocated
-    size_t cur;  // cursor: byte offset in [0, len], always on a code point boundary
-    char *kill;  // last text removed by a kill operation (Ctrl+K/U/W), for Ctrl+Y
+    char *buf;  // UTF-8 text, NUL-terminated; may hold '\n' (multi-line input)
+    size_t len; // bytes of text
+    size_t cap; // bytes allocated
+    size_t cur; // cursor: byte offset in [0, len], always on a code point boundary
+    char *kill; // last text removed by a kill operation (Ctrl+K/U/W), for Ctrl+Y
     size_t kill_len;
 };
 
@@ -32,12 +32,12 @@ void tui_edit_end(struct tui_edit *e);  // end of the current line (End, Ctrl+E)
 int tui_edit_line_up(struct tui_edit *e);
 int tui_edit_line_down(struct tui_edit *e);
 // Deletion. Each is a no-op at the relevant edge.
-void tui_edit_backspace(struct tui_edit *e); // the character (with its marks) before the cursor
-void tui_edit_delete(struct tui_edit *e);    // the character (with its marks) under the cursor
-void tui_edit_kill_end(struct tui_edit *e);  // Ctrl+K: to the end of the line (joins lines at a '\n')
+void tui_edit_backspace(struct tui_edit *e);  // the character (with its marks) before the cursor
+void tui_edit_delete(struct tui_edit *e);     // the character (with its marks) under the cursor
+void tui_edit_kill_end(struct tui_edit *e);   // Ctrl+K: to the end of the line (joins lines at a '\n')
 void tui_edit_kill_start(struct tui_edit *e); // Ctrl+U: from the start of the line to the cursor
-void tui_edit_kill_word(struct tui_edit *e); // Ctrl+W: the spaces and then the word before the cursor
-int tui_edit_yank(struct tui_edit *e);       // Ctrl+Y: inserts the last killed text. 0 ok, -1 oom
+void tui_edit_kill_word(struct tui_edit *e);  // Ctrl+W: the spaces and then the word before the cursor
+int tui_edit_yank(struct tui_edit *e);        // Ctrl+Y: inserts the last killed text. 0 ok, -1 oom
 
 // Geometry of the input area: the text is wrapped (tui_wrap) to `width` columns; returns the number of rows
 // it takes and the cursor's row and column in them (a cursor at the very end of a full row moves to the

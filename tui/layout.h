@@ -23,13 +23,13 @@ enum tui_dash_place {
 #define TUI_LAYOUT_ZOOM 2u      // the user gave the dashboard the whole body (wins over COLLAPSED)
 
 // The thresholds the layout rules use (tests check against them).
-#define TUI_MIN_COLS 20        // below this width, or TUI_MIN_ROWS height: too small
+#define TUI_MIN_COLS 20 // below this width, or TUI_MIN_ROWS height: too small
 #define TUI_MIN_ROWS 6
-#define TUI_NORMAL_COLS 40     // at least this wide and TUI_NORMAL_ROWS tall: normal mode, else minimal
+#define TUI_NORMAL_COLS 40 // at least this wide and TUI_NORMAL_ROWS tall: normal mode, else minimal
 #define TUI_NORMAL_ROWS 12
-#define TUI_RIGHT_COLS 100     // dashboard beside the chat from this width (and TUI_DASH_MIN_ROWS)
-#define TUI_DASH_MIN_ROWS 16   // no automatic dashboard below this height
-#define TUI_INPUT_MAX_ROWS 6   // the input grows up to this many rows (fewer on short terminals)
+#define TUI_RIGHT_COLS 100   // dashboard beside the chat from this width (and TUI_DASH_MIN_ROWS)
+#define TUI_DASH_MIN_ROWS 16 // no automatic dashboard below this height
+#define TUI_INPUT_MAX_ROWS 6 // the input grows up to this many rows (fewer on short terminals)
 
 struct tui_layout {
     int cols, rows;

@@ -12,7 +12,8 @@ void tui_fmt_bytes(uint64_t bytes, char *out, size_t cap) {
     }
     double v = (double)bytes;
     int u = 0;
-    while (u < 5 && v >= 999.5) v /= 1024.0, u++;
+    while (u < 5 && v >= 999.5)
+        v /= 1024.0, u++;
     // Pick the precision from the value after rounding so 9.999 prints "10.0", not "10.00".
     if (v < 9.995)
         snprintf(out, cap, "%.2f %s", v, units[u]);

@@ -61,8 +61,10 @@ void tui_ring_compact(struct tui_ring *r) {
         r->n = n / 2;
         return;
     }
-    for (int i = 0; i < n; i++) lin[i] = tmp[(start + i) % r->cap];
-    for (int i = 1; i < n; i += 2) r->v[k++] = lin[i];
+    for (int i = 0; i < n; i++)
+        lin[i] = tmp[(start + i) % r->cap];
+    for (int i = 1; i < n; i += 2)
+        r->v[k++] = lin[i];
     if (n % 2) r->v[k++] = lin[n - 1]; // an unpaired newest sample survives
     free(lin);
     r->n = k;

@@ -96,7 +96,8 @@ int tui_cp_width(uint32_t cp) {
 int tui_str_width(const char *s, size_t len) {
     int w = 0;
     size_t i = 0;
-    while (i < len) w += tui_cp_width(tui_utf8_next(s, len, &i));
+    while (i < len)
+        w += tui_cp_width(tui_utf8_next(s, len, &i));
     return w;
 }
 
@@ -139,7 +140,8 @@ int tui_wrap(const char *s, size_t len, int width, struct tui_wrap_line *out, in
             if (col + w > width) {
                 // The space run reaches the edge: end the line before it and skip the run.
                 n = wrap_emit(out, max, n, line_start, trim_end, trim_cols);
-                while (j < len && s[j] == ' ') j++;
+                while (j < len && s[j] == ' ')
+                    j++;
                 i = j;
                 line_start = i, col = 0, has_brk = 0, in_spaces = 0, ended_soft = 1;
                 continue;

@@ -26,10 +26,11 @@ void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
         th->color = 1;
         short bg = use_default_colors() == OK ? -1 : COLOR_BLACK;
         // pair numbers: 1..n, one per foreground (8-colour safe)
-        static const short fg[] = {COLOR_GREEN, COLOR_CYAN,  COLOR_BLUE,  COLOR_YELLOW,
-                                   COLOR_MAGENTA, COLOR_RED, COLOR_WHITE, COLOR_BLACK};
-        for (short i = 0; i < 8; i++) init_pair((short)(i + 1), fg[i], bg);
-        init_pair(9, COLOR_BLACK, COLOR_CYAN);  // status bar
+        static const short fg[] = {COLOR_GREEN,   COLOR_CYAN, COLOR_BLUE,  COLOR_YELLOW,
+                                   COLOR_MAGENTA, COLOR_RED,  COLOR_WHITE, COLOR_BLACK};
+        for (short i = 0; i < 8; i++)
+            init_pair((short)(i + 1), fg[i], bg);
+        init_pair(9, COLOR_BLACK, COLOR_CYAN);   // status bar
         init_pair(10, COLOR_BLACK, COLOR_WHITE); // hint keys
         init_pair(11, COLOR_WHITE, COLOR_BLUE);  // selection
 #define P(n) ((attr_t)COLOR_PAIR(n))
@@ -57,7 +58,8 @@ void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
         a[TS_POL_WHITE] = P(7);
 #undef P
     }
-    for (int i = 0; i < TS_COUNT; i++) th->attr[i] = a[i];
+    for (int i = 0; i < TS_COUNT; i++)
+        th->attr[i] = a[i];
     th->utf8 = utf8;
     th->g = tui_theme_glyphs(utf8);
 }

@@ -1,5 +1,6 @@
 // tui/tui.c — the screen: owning and restoring the terminal (signals included), key decoding, key bindings
-// and focus, the frame (status bar, chat, dashboard, input, hint bar), redraw throttling, screenshots, log ring.
+// and focus, the frame (status bar, chat, dashboard, input, hint bar), redraw throttling, screenshots, log
+// ring.
 #include "tui/tui.h"
 
 #include <errno.h>
@@ -80,9 +81,36 @@ static void on_flag(int sig) {
 // ---- the screen object -----------------------------------------------------------------------------------
 
 enum key_kind {
-    K_NONE, K_CHAR, K_ENTER, K_NEWLINE, K_ESC, K_BACKSPACE, K_DELETE, K_LEFT, K_RIGHT, K_UP, K_DOWN, K_HOME,
-    K_END, K_PGUP, K_PGDN, K_TAB, K_BTAB, K_CTRL, K_ALT, K_WORD_LEFT, K_WORD_RIGHT, K_ALT_BACKSPACE, K_FN,
-    K_RESIZE, K_WHEEL_UP, K_WHEEL_DOWN, K_PASTE_BEGIN, K_PASTE_END, K_CTRL_HOME, K_CTRL_END,
+    K_NONE,
+    K_CHAR,
+    K_ENTER,
+    K_NEWLINE,
+    K_ESC,
+    K_BACKSPACE,
+    K_DELETE,
+    K_LEFT,
+    K_RIGHT,
+    K_UP,
+    K_DOWN,
+    K_HOME,
+    K_END,
+    K_PGUP,
+    K_PGDN,
+    K_TAB,
+    K_BTAB,
+    K_CTRL,
+    K_ALT,
+    K_WORD_LEFT,
+    K_WORD_RIGHT,
+    K_ALT_BACKSPACE,
+    K_FN,
+    K_RESIZE,
+    K_WHEEL_UP,
+    K_WHEEL_DOWN,
+    K_PASTE_BEGIN,
+    K_PASTE_END,
+    K_CTRL_HOME,
+    K_CTRL_END,
 };
 
 struct key_ev {
@@ -176,15 +204,19 @@ static void install_signals(struct tui *t) {
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_crash;
     sa.sa_flags = SA_RESETHAND | SA_NODEFER;
-    for (int i = 0; i < N_CRASH; i++) sigaction(crash_signals[i], &sa, &t->old_crash[i]);
+    for (int i = 0; i < N_CRASH; i++)
+        sigaction(crash_signals[i], &sa, &t->old_crash[i]);
     sa.sa_handler = on_flag;
     sa.sa_flags = 0; // no SA_RESTART: a pending read returns so the loop sees the flag at once
-    for (int i = 0; i < N_FLAG; i++) sigaction(flag_signals[i], &sa, &t->old_flag[i]);
+    for (int i = 0; i < N_FLAG; i++)
+        sigaction(flag_signals[i], &sa, &t->old_flag[i]);
 }
 
 static void uninstall_signals(struct tui *t) {
-    for (int i = 0; i < N_CRASH; i++) sigaction(crash_signals[i], &t->old_crash[i], NULL);
-    for (int i = 0; i < N_FLAG; i++) sigaction(flag_signals[i], &t->old_flag[i], NULL);
+    for (int i = 0; i < N_CRASH; i++)
+        sigaction(crash_signals[i], &t->old_crash[i], NULL);
+    for (int i = 0; i < N_FLAG; i++)
+        sigaction(flag_signals[i], &t->old_flag[i], NULL);
 }
 
 static void history_setup(struct tui *t) {
@@ -338,7 +370,8 @@ static void copy_utf8(char *dst, size_t cap, const char *src) {
     size_t n = strlen(src);
     if (n >= cap) {
         n = cap - 1;
-        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
     }
     memcpy(dst, src, n);
     dst[n] = 0;
@@ -385,7 +418,8 @@ int tui_chat_add(struct tui *t, int role, const char *text) {
 
 int tui_chat_stream(struct tui *t, const char *utf8, size_t len) {
     t->dirty_stream = 1;
-    if (t->cv.n == 0 || !t->cv.msgs[t->cv.n - 1].streaming || t->cv.msgs[t->cv.n - 1].role != TUI_ROLE_ASSISTANT)
+    if (t->cv.n == 0 || !t->cv.msgs[t->cv.n - 1].streaming ||
+        t->cv.msgs[t->cv.n - 1].role != TUI_ROLE_ASSISTANT)
         t->dirty = 1; // a new message (spinner): show at once
     return chat_view_append(&t->cv, utf8, len);
 }
@@ -419,7 +453,8 @@ int tui_feed_keys(struct tui *t, const char *utf8) {
     if (t->feed_pos == t->feed_len) t->feed_pos = t->feed_len = 0;
     if (t->feed_len + n > t->feed_cap) {
         size_t cap = t->feed_cap ? t->feed_cap : 256;
-        while (cap < t->feed_len + n) cap *= 2;
+        while (cap < t->feed_len + n)
+            cap *= 2;
         char *f = realloc(t->feed, cap);
         if (!f) return -1;
         t->feed = f;
@@ -483,39 +518,82 @@ static void read_csi(struct key_ev *ev) {
     }
     seq[n] = 0;
     ev->kind = K_NONE;
-    if (!strcmp(seq, "200~")) ev->kind = K_PASTE_BEGIN;
-    else if (!strcmp(seq, "201~")) ev->kind = K_PASTE_END;
+    if (!strcmp(seq, "200~"))
+        ev->kind = K_PASTE_BEGIN;
+    else if (!strcmp(seq, "201~"))
+        ev->kind = K_PASTE_END;
     else if (n && (seq[n - 1] == 'C' || seq[n - 1] == 'D')) {
         int word = strchr(seq, ';') != NULL; // Ctrl/Alt + arrow: "1;5C"
         ev->kind = seq[n - 1] == 'C' ? (word ? K_WORD_RIGHT : K_RIGHT) : (word ? K_WORD_LEFT : K_LEFT);
-    } else if (n && seq[n - 1] == 'A') ev->kind = K_UP;
-    else if (n && seq[n - 1] == 'B') ev->kind = K_DOWN;
-    else if (n && seq[n - 1] == 'H') ev->kind = strchr(seq, ';') ? K_CTRL_HOME : K_HOME;
-    else if (n && seq[n - 1] == 'F') ev->kind = strchr(seq, ';') ? K_CTRL_END : K_END;
-    else if (!strcmp(seq, "5~")) ev->kind = K_PGUP;
-    else if (!strcmp(seq, "6~")) ev->kind = K_PGDN;
-    else if (!strcmp(seq, "3~")) ev->kind = K_DELETE;
+    } else if (n && seq[n - 1] == 'A')
+        ev->kind = K_UP;
+    else if (n && seq[n - 1] == 'B')
+        ev->kind = K_DOWN;
+    else if (n && seq[n - 1] == 'H')
+        ev->kind = strchr(seq, ';') ? K_CTRL_HOME : K_HOME;
+    else if (n && seq[n - 1] == 'F')
+        ev->kind = strchr(seq, ';') ? K_CTRL_END : K_END;
+    else if (!strcmp(seq, "5~"))
+        ev->kind = K_PGUP;
+    else if (!strcmp(seq, "6~"))
+        ev->kind = K_PGDN;
+    else if (!strcmp(seq, "3~"))
+        ev->kind = K_DELETE;
 }
 
 static int map_function_key(wint_t wc, struct key_ev *ev) {
     switch (wc) {
-    case KEY_PASTE_BEGIN: ev->kind = K_PASTE_BEGIN; break;
-    case KEY_PASTE_END: ev->kind = K_PASTE_END; break;
-    case KEY_ENTER: ev->kind = K_ENTER; break;
-    case KEY_BACKSPACE: ev->kind = K_BACKSPACE; break;
-    case KEY_DC: ev->kind = K_DELETE; break;
-    case KEY_LEFT: ev->kind = K_LEFT; break;
-    case KEY_RIGHT: ev->kind = K_RIGHT; break;
-    case KEY_UP: ev->kind = K_UP; break;
-    case KEY_DOWN: ev->kind = K_DOWN; break;
-    case KEY_HOME: ev->kind = K_HOME; break;
-    case KEY_END: ev->kind = K_END; break;
-    case KEY_PPAGE: ev->kind = K_PGUP; break;
-    case KEY_NPAGE: ev->kind = K_PGDN; break;
-    case KEY_BTAB: ev->kind = K_BTAB; break;
-    case KEY_RESIZE: ev->kind = K_RESIZE; break;
-    case KEY_SLEFT: ev->kind = K_WORD_LEFT; break;
-    case KEY_SRIGHT: ev->kind = K_WORD_RIGHT; break;
+    case KEY_PASTE_BEGIN:
+        ev->kind = K_PASTE_BEGIN;
+        break;
+    case KEY_PASTE_END:
+        ev->kind = K_PASTE_END;
+        break;
+    case KEY_ENTER:
+        ev->kind = K_ENTER;
+        break;
+    case KEY_BACKSPACE:
+        ev->kind = K_BACKSPACE;
+        break;
+    case KEY_DC:
+        ev->kind = K_DELETE;
+        break;
+    case KEY_LEFT:
+        ev->kind = K_LEFT;
+        break;
+    case KEY_RIGHT:
+        ev->kind = K_RIGHT;
+        break;
+    case KEY_UP:
+        ev->kind = K_UP;
+        break;
+    case KEY_DOWN:
+        ev->kind = K_DOWN;
+        break;
+    case KEY_HOME:
+        ev->kind = K_HOME;
+        break;
+    case KEY_END:
+        ev->kind = K_END;
+        break;
+    case KEY_PPAGE:
+        ev->kind = K_PGUP;
+        break;
+    case KEY_NPAGE:
+        ev->kind = K_PGDN;
+        break;
+    case KEY_BTAB:
+        ev->kind = K_BTAB;
+        break;
+    case KEY_RESIZE:
+        ev->kind = K_RESIZE;
+        break;
+    case KEY_SLEFT:
+        ev->kind = K_WORD_LEFT;
+        break;
+    case KEY_SRIGHT:
+        ev->kind = K_WORD_RIGHT;
+        break;
     case KEY_MOUSE: {
         MEVENT me;
         ev->kind = K_NONE;
@@ -536,11 +614,16 @@ static int map_function_key(wint_t wc, struct key_ev *ev) {
         } else {
             // Ctrl+arrows and friends have terminal-specific codes; ask ncurses for their names.
             const char *name = keyname((int)wc);
-            if (name && (!strcmp(name, "kLFT5") || !strcmp(name, "kLFT3"))) ev->kind = K_WORD_LEFT;
-            else if (name && (!strcmp(name, "kRIT5") || !strcmp(name, "kRIT3"))) ev->kind = K_WORD_RIGHT;
-            else if (name && !strcmp(name, "kHOM5")) ev->kind = K_CTRL_HOME;
-            else if (name && !strcmp(name, "kEND5")) ev->kind = K_CTRL_END;
-            else ev->kind = K_NONE;
+            if (name && (!strcmp(name, "kLFT5") || !strcmp(name, "kLFT3")))
+                ev->kind = K_WORD_LEFT;
+            else if (name && (!strcmp(name, "kRIT5") || !strcmp(name, "kRIT3")))
+                ev->kind = K_WORD_RIGHT;
+            else if (name && !strcmp(name, "kHOM5"))
+                ev->kind = K_CTRL_HOME;
+            else if (name && !strcmp(name, "kEND5"))
+                ev->kind = K_CTRL_END;
+            else
+                ev->kind = K_NONE;
         }
     }
     return ev->kind != K_NONE;
@@ -548,15 +631,21 @@ static int map_function_key(wint_t wc, struct key_ev *ev) {
 
 static void map_char(wint_t wc, struct key_ev *ev) {
     ev->ch = (uint32_t)wc;
-    if (wc == '\r') ev->kind = K_ENTER;
-    else if (wc == '\n') ev->kind = K_NEWLINE; // Ctrl+J
-    else if (wc == '\t') ev->kind = K_TAB;
-    else if (wc == 127 || wc == 8) ev->kind = K_BACKSPACE;
-    else if (wc == 27) ev->kind = K_ESC;
+    if (wc == '\r')
+        ev->kind = K_ENTER;
+    else if (wc == '\n')
+        ev->kind = K_NEWLINE; // Ctrl+J
+    else if (wc == '\t')
+        ev->kind = K_TAB;
+    else if (wc == 127 || wc == 8)
+        ev->kind = K_BACKSPACE;
+    else if (wc == 27)
+        ev->kind = K_ESC;
     else if (wc < 32) {
         ev->kind = K_CTRL;
         ev->ch = (uint32_t)wc + 'a' - 1;
-    } else ev->kind = K_CHAR;
+    } else
+        ev->kind = K_CHAR;
 }
 
 // Next key: fed keys first, then the terminal (waiting up to timeout_ms). 0 when none.
@@ -616,7 +705,8 @@ static int submit(struct tui *t, char **text) {
         t->ed.buf[--t->ed.len] = 0;
     if (t->ed.cur > t->ed.len) t->ed.cur = t->ed.len;
     size_t lead = 0;
-    while (lead < t->ed.len && (t->ed.buf[lead] == '\n' || t->ed.buf[lead] == ' ')) lead++;
+    while (lead < t->ed.len && (t->ed.buf[lead] == '\n' || t->ed.buf[lead] == ' '))
+        lead++;
     if (lead == t->ed.len) { // only blanks: nothing to send
         tui_edit_clear(&t->ed);
         return TUI_ACT_NONE;
@@ -664,22 +754,42 @@ static int handle_input_key(struct tui *t, const struct key_ev *ev, char **text)
             break;
         }
         return submit(t, text);
-    case K_NEWLINE: tui_edit_insert(e, "\n", 1); break;
-    case K_BACKSPACE: tui_edit_backspace(e); break;
-    case K_DELETE: tui_edit_delete(e); break;
-    case K_ALT_BACKSPACE: tui_edit_kill_word(e); break;
-    case K_LEFT: tui_edit_left(e), edited = 0; break;
-    case K_RIGHT: tui_edit_right(e), edited = 0; break;
-    case K_WORD_LEFT: tui_edit_word_left(e), edited = 0; break;
-    case K_WORD_RIGHT: tui_edit_word_right(e), edited = 0; break;
+    case K_NEWLINE:
+        tui_edit_insert(e, "\n", 1);
+        break;
+    case K_BACKSPACE:
+        tui_edit_backspace(e);
+        break;
+    case K_DELETE:
+        tui_edit_delete(e);
+        break;
+    case K_ALT_BACKSPACE:
+        tui_edit_kill_word(e);
+        break;
+    case K_LEFT:
+        tui_edit_left(e), edited = 0;
+        break;
+    case K_RIGHT:
+        tui_edit_right(e), edited = 0;
+        break;
+    case K_WORD_LEFT:
+        tui_edit_word_left(e), edited = 0;
+        break;
+    case K_WORD_RIGHT:
+        tui_edit_word_right(e), edited = 0;
+        break;
     case K_HOME:
-        if (e->len == 0) chat_view_scroll_home(&t->cv);
-        else tui_edit_home(e);
+        if (e->len == 0)
+            chat_view_scroll_home(&t->cv);
+        else
+            tui_edit_home(e);
         edited = 0;
         break;
     case K_END:
-        if (e->len == 0) chat_view_scroll_end(&t->cv);
-        else tui_edit_end(e);
+        if (e->len == 0)
+            chat_view_scroll_end(&t->cv);
+        else
+            tui_edit_end(e);
         edited = 0;
         break;
     case K_UP:
@@ -692,21 +802,47 @@ static int handle_input_key(struct tui *t, const struct key_ev *ev, char **text)
         break;
     case K_CTRL:
         switch (ev->ch) {
-        case 'a': tui_edit_home(e), edited = 0; break;
-        case 'e': tui_edit_end(e), edited = 0; break;
-        case 'b': tui_edit_left(e), edited = 0; break;
-        case 'f': tui_edit_right(e), edited = 0; break;
-        case 'k': tui_edit_kill_end(e); break;
-        case 'u': tui_edit_kill_start(e); break;
-        case 'w': tui_edit_kill_word(e); break;
-        case 'y': tui_edit_yank(e); break;
-        case 'h': tui_edit_backspace(e); break;
-        case 'p': show_history_text(t, tui_history_prev(&t->hist, e->buf)), edited = 0; break;
-        case 'n': show_history_text(t, tui_history_next(&t->hist)), edited = 0; break;
-        default: edited = 0; break;
+        case 'a':
+            tui_edit_home(e), edited = 0;
+            break;
+        case 'e':
+            tui_edit_end(e), edited = 0;
+            break;
+        case 'b':
+            tui_edit_left(e), edited = 0;
+            break;
+        case 'f':
+            tui_edit_right(e), edited = 0;
+            break;
+        case 'k':
+            tui_edit_kill_end(e);
+            break;
+        case 'u':
+            tui_edit_kill_start(e);
+            break;
+        case 'w':
+            tui_edit_kill_word(e);
+            break;
+        case 'y':
+            tui_edit_yank(e);
+            break;
+        case 'h':
+            tui_edit_backspace(e);
+            break;
+        case 'p':
+            show_history_text(t, tui_history_prev(&t->hist, e->buf)), edited = 0;
+            break;
+        case 'n':
+            show_history_text(t, tui_history_next(&t->hist)), edited = 0;
+            break;
+        default:
+            edited = 0;
+            break;
         }
         break;
-    default: edited = 0; break;
+    default:
+        edited = 0;
+        break;
     }
     if (edited) tui_history_stop(&t->hist);
     return TUI_ACT_NONE;
@@ -715,15 +851,33 @@ static int handle_input_key(struct tui *t, const struct key_ev *ev, char **text)
 static int handle_dash_key(struct tui *t, const struct key_ev *ev, char **text) {
     struct dash_state *d = &t->dash;
     switch (ev->kind) {
-    case K_LEFT: dash_move(d, &t->stats, 0, -1); break;
-    case K_RIGHT: dash_move(d, &t->stats, 0, 1); break;
-    case K_UP: dash_move(d, &t->stats, -1, 0); break;
-    case K_DOWN: dash_move(d, &t->stats, 1, 0); break;
-    case K_PGUP: dash_move(d, &t->stats, -(d->grid_rows > 1 ? d->grid_rows - 1 : 1), 0); break;
-    case K_PGDN: dash_move(d, &t->stats, d->grid_rows > 1 ? d->grid_rows - 1 : 1, 0); break;
-    case K_HOME: dash_move(d, &t->stats, -(1 << 20), -(1 << 20)); break;
-    case K_END: dash_move(d, &t->stats, 1 << 20, 1 << 20); break;
-    case K_ENTER: t->focus_dash = 0; break;
+    case K_LEFT:
+        dash_move(d, &t->stats, 0, -1);
+        break;
+    case K_RIGHT:
+        dash_move(d, &t->stats, 0, 1);
+        break;
+    case K_UP:
+        dash_move(d, &t->stats, -1, 0);
+        break;
+    case K_DOWN:
+        dash_move(d, &t->stats, 1, 0);
+        break;
+    case K_PGUP:
+        dash_move(d, &t->stats, -(d->grid_rows > 1 ? d->grid_rows - 1 : 1), 0);
+        break;
+    case K_PGDN:
+        dash_move(d, &t->stats, d->grid_rows > 1 ? d->grid_rows - 1 : 1, 0);
+        break;
+    case K_HOME:
+        dash_move(d, &t->stats, -(1 << 20), -(1 << 20));
+        break;
+    case K_END:
+        dash_move(d, &t->stats, 1 << 20, 1 << 20);
+        break;
+    case K_ENTER:
+        t->focus_dash = 0;
+        break;
     case K_CHAR:
         if (ev->ch == 'f') {
             t->frozen = !t->frozen;
@@ -734,7 +888,12 @@ static int handle_dash_key(struct tui *t, const struct key_ev *ev, char **text) 
             t->layout_flags ^= TUI_LAYOUT_COLLAPSED;
             t->layout_flags &= ~TUI_LAYOUT_ZOOM;
         } else if (ev->ch == 'h' || ev->ch == 'j' || ev->ch == 'k' || ev->ch == 'l') {
-            int dl = ev->ch == 'j' ? 1 : ev->ch == 'k' ? -1 : 0, dh = ev->ch == 'l' ? 1 : ev->ch == 'h' ? -1 : 0;
+            int dl = ev->ch == 'j'   ? 1
+                     : ev->ch == 'k' ? -1
+                                     : 0,
+                dh = ev->ch == 'l'   ? 1
+                     : ev->ch == 'h' ? -1
+                                     : 0;
             dash_move(d, &t->stats, dl, dh);
         } else {
             t->focus_dash = 0; // typing goes to the input
@@ -761,14 +920,24 @@ static int handle_key(struct tui *t, const struct key_ev *ev, char **text) {
         return TUI_ACT_NONE;
     }
     switch (ev->kind) {
-    case K_NONE: t->dirty = 0; return TUI_ACT_NONE;
-    case K_PASTE_BEGIN: t->in_paste = 1; return TUI_ACT_NONE;
-    case K_PASTE_END: t->in_paste = 0; return TUI_ACT_NONE;
-    case K_RESIZE: relayout(t); return TUI_ACT_NONE;
+    case K_NONE:
+        t->dirty = 0;
+        return TUI_ACT_NONE;
+    case K_PASTE_BEGIN:
+        t->in_paste = 1;
+        return TUI_ACT_NONE;
+    case K_PASTE_END:
+        t->in_paste = 0;
+        return TUI_ACT_NONE;
+    case K_RESIZE:
+        relayout(t);
+        return TUI_ACT_NONE;
     case K_TAB:
     case K_BTAB:
-        if (dash_visible(t)) t->focus_dash = !t->focus_dash;
-        else tui_flash(t, "the dashboard is hidden: F3 shows it, F4 zooms it");
+        if (dash_visible(t))
+            t->focus_dash = !t->focus_dash;
+        else
+            tui_flash(t, "the dashboard is hidden: F3 shows it, F4 zooms it");
         return TUI_ACT_NONE;
     case K_ESC:
         if (t->busy) return TUI_ACT_STOP;
@@ -784,11 +953,17 @@ static int handle_key(struct tui *t, const struct key_ev *ev, char **text) {
             chat_view_scroll(&t->cv, -dir * 3);
         return TUI_ACT_NONE;
     }
-    case K_CTRL_HOME: chat_view_scroll_home(&t->cv); return TUI_ACT_NONE;
-    case K_CTRL_END: chat_view_scroll_end(&t->cv); return TUI_ACT_NONE;
+    case K_CTRL_HOME:
+        chat_view_scroll_home(&t->cv);
+        return TUI_ACT_NONE;
+    case K_CTRL_END:
+        chat_view_scroll_end(&t->cv);
+        return TUI_ACT_NONE;
     case K_FN:
         switch (ev->ch) {
-        case 1: *text = strdup("/help"); return *text ? TUI_ACT_SUBMIT : TUI_ACT_NONE;
+        case 1:
+            *text = strdup("/help");
+            return *text ? TUI_ACT_SUBMIT : TUI_ACT_NONE;
         case 2:
             t->frozen = !t->frozen;
             tui_flash(t, t->frozen ? "dashboard frozen (F2 to resume)" : "dashboard live");
@@ -797,7 +972,9 @@ static int handle_key(struct tui *t, const struct key_ev *ev, char **text) {
             t->layout_flags ^= TUI_LAYOUT_COLLAPSED;
             t->layout_flags &= ~TUI_LAYOUT_ZOOM;
             return TUI_ACT_NONE;
-        case 4: t->layout_flags ^= TUI_LAYOUT_ZOOM; return TUI_ACT_NONE;
+        case 4:
+            t->layout_flags ^= TUI_LAYOUT_ZOOM;
+            return TUI_ACT_NONE;
         case 12: {
             char path[512], msg[600];
             if (tui_screenshot(t, path, sizeof path) == 0)
@@ -807,7 +984,8 @@ static int handle_key(struct tui *t, const struct key_ev *ev, char **text) {
             tui_flash(t, msg);
             return TUI_ACT_NONE;
         }
-        default: return TUI_ACT_NONE;
+        default:
+            return TUI_ACT_NONE;
         }
     case K_CTRL:
         if (ev->ch == 'c') {
@@ -837,7 +1015,8 @@ static int handle_key(struct tui *t, const struct key_ev *ev, char **text) {
             return TUI_ACT_NONE;
         }
         break;
-    default: break;
+    default:
+        break;
     }
     if (t->focus_dash && dash_visible(t)) return handle_dash_key(t, ev, text);
     t->focus_dash = 0;
@@ -902,15 +1081,17 @@ static void draw_status(struct tui *t, double now) {
     char left[512], rate[32];
     tui_fmt_rate(s->decode_tok_s, rate, sizeof rate);
     const char *sep = th->utf8 ? " \u2502 " : " | ";
-    snprintf(left, sizeof left, " kvchat%s%s%s%s%sctx %d/%d%s%s tok/s", sep, s->model[0] ? basename_of(s->model) : "-",
-             sep, s->device[0] ? s->device : "-", sep, s->n_past, s->n_ctx, sep, rate);
+    snprintf(left, sizeof left, " kvchat%s%s%s%s%sctx %d/%d%s%s tok/s", sep,
+             s->model[0] ? basename_of(s->model) : "-", sep, s->device[0] ? s->device : "-", sep, s->n_past,
+             s->n_ctx, sep, rate);
     char right[300];
     if (t->flash[0] && now < t->flash_until) {
         snprintf(right, sizeof right, " %s ", t->flash);
     } else if (t->busy) {
         const struct tui_glyphs *g = th->g;
         int frame = (int)((now - t->busy_since) * 10.0) % g->n_spinner;
-        snprintf(right, sizeof right, " %s generating %.1fs  Ctrl+C stops ", g->spinner[frame], now - t->busy_since);
+        snprintf(right, sizeof right, " %s generating %.1fs  Ctrl+C stops ", g->spinner[frame],
+                 now - t->busy_since);
     } else {
         snprintf(right, sizeof right, "%s ready ", t->frozen ? " FROZEN " : "");
     }
@@ -925,13 +1106,15 @@ static void draw_hints(struct tui *t) {
     struct tui_rect r = t->L.hints;
     if (r.w <= 0 || r.h <= 0) return;
     const struct tui_theme *th = &t->th;
-    static const char *input_hints[] = {"Enter", "send", "Alt+Enter", "newline", "Tab", "dashboard",
-                                        "PgUp/PgDn", "scroll", "F2", "freeze", "F3", "hide dash",
-                                        "F12", "screenshot", "F1", "help", "^D", "quit", NULL};
-    static const char *busy_hints[] = {"^C/Esc", "stop reply", "PgUp/PgDn", "scroll", "Tab", "dashboard",
-                                       "F2", "freeze", "F12", "screenshot", NULL};
-    static const char *dash_hints[] = {"arrows", "select head", "f", "freeze", "z", "zoom", "c", "hide",
-                                       "PgUp/PgDn", "layers", "Tab/Esc", "back to input", NULL};
+    static const char *input_hints[] = {"Enter",     "send",      "Alt+Enter", "newline",    "Tab",
+                                        "dashboard", "PgUp/PgDn", "scroll",    "F2",         "freeze",
+                                        "F3",        "hide dash", "F12",       "screenshot", "F1",
+                                        "help",      "^D",        "quit",      NULL};
+    static const char *busy_hints[] = {"^C/Esc", "stop reply", "PgUp/PgDn", "scroll",     "Tab", "dashboard",
+                                       "F2",     "freeze",     "F12",       "screenshot", NULL};
+    static const char *dash_hints[] = {
+        "arrows",    "select head", "f",       "freeze",        "z", "zoom", "c", "hide",
+        "PgUp/PgDn", "layers",      "Tab/Esc", "back to input", NULL};
     const char **h = t->focus_dash ? dash_hints : t->busy ? busy_hints : input_hints;
     int x = r.x;
     for (int i = 0; h[i] && h[i + 1]; i += 2) {
@@ -961,7 +1144,8 @@ static void draw_input(struct tui *t, int *cy, int *cx) {
     attr_t pa = t->focus_dash ? th->attr[TS_DIM] : th->attr[TS_USER];
     if (pw) tui_puts(th, r.y, r.x, 1, th->g->user_mark, pa);
     if (t->ed.len == 0 && !t->focus_dash) {
-        const char *ph = t->busy ? "type ahead; Enter waits until the reply ends" : "Type a message, /help for commands";
+        const char *ph =
+            t->busy ? "type ahead; Enter waits until the reply ends" : "Type a message, /help for commands";
         tui_puts_fit(th, r.y, r.x + pw, tw, ph, th->attr[TS_DIM]);
     }
     int n = tui_wrap(t->ed.buf, t->ed.len, tw, NULL, 0);
@@ -994,8 +1178,10 @@ static void draw_frame(struct tui *t, double now) {
         const char *msgs[] = {full, "terminal too small", "too small", "small", "!"};
         for (int i = 0; i < 5; i++) {
             if ((int)strlen(msgs[i]) <= L->msg.w || i == 4) {
-                tui_puts(th, L->msg.y, L->msg.x + (L->msg.w - (int)strlen(msgs[i])) / 2 > L->msg.x
-                                           ? L->msg.x + (L->msg.w - (int)strlen(msgs[i])) / 2 : L->msg.x,
+                tui_puts(th, L->msg.y,
+                         L->msg.x + (L->msg.w - (int)strlen(msgs[i])) / 2 > L->msg.x
+                             ? L->msg.x + (L->msg.w - (int)strlen(msgs[i])) / 2
+                             : L->msg.x,
                          L->msg.w, msgs[i], th->attr[TS_BOLD]);
                 break;
             }
@@ -1012,7 +1198,8 @@ static void draw_frame(struct tui *t, double now) {
             chat_view_draw(&t->cv, th, cr, spin);
         }
         if (dash_visible(t))
-            dash_draw(&t->dash, &t->stats, th, L->dash, L->dash_place == TUI_DASH_RIGHT, t->focus_dash, t->frozen);
+            dash_draw(&t->dash, &t->stats, th, L->dash, L->dash_place == TUI_DASH_RIGHT, t->focus_dash,
+                      t->frozen);
         draw_input(t, &cy, &cx);
         draw_hints(t);
     }
@@ -1032,7 +1219,8 @@ void tui_draw(struct tui *t) {
     double now = now_s();
     double since = now - t->last_draw;
     int due = t->dirty;
-    if (!due && (t->dirty_stream || t->busy) && since >= STREAM_REDRAW_S) due = 1; // spinner and streamed text
+    if (!due && (t->dirty_stream || t->busy) && since >= STREAM_REDRAW_S)
+        due = 1; // spinner and streamed text
     if (!due && t->flash[0] && now >= t->flash_until) {
         t->flash[0] = 0;
         due = 1;
@@ -1068,8 +1256,10 @@ int tui_screenshot(struct tui *t, char *path, size_t cap) {
     for (int y = 0; rc == 0 && y < LINES; y++) {
         int n = mvwinnwstr(stdscr, y, 0, wbuf, (int)wcap - 1);
         size_t o = 0;
-        for (int i = 0; n != ERR && i < n && wbuf[i]; i++) o += (size_t)tui_utf8_encode((uint32_t)wbuf[i], line + o);
-        while (o > 0 && line[o - 1] == ' ') o--;
+        for (int i = 0; n != ERR && i < n && wbuf[i]; i++)
+            o += (size_t)tui_utf8_encode((uint32_t)wbuf[i], line + o);
+        while (o > 0 && line[o - 1] == ' ')
+            o--;
         line[o] = 0;
         fprintf(f, "%s\n", line);
     }

@@ -1,5 +1,6 @@
 // tui/tui.h — the full-screen chat screen: an opaque handle, plain-data stats it draws, high-level actions.
-// No ncurses types here. One thread (the UI thread) calls everything except tui_log, which any thread may call.
+// No ncurses types here. One thread (the UI thread) calls everything except tui_log, which any thread may
+// call.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -8,24 +9,24 @@ struct tui;
 
 // One KV head as the dashboard shows it (filled by app/ from kvcache's kv_head_stats).
 struct tui_head_stats {
-    uint32_t comps;       // the head's policy components (enum kv_comp bits; picks the colour)
-    char glyph;           // grid glyph (kv_comps_glyph)
-    char name[32];        // policy name (kv_comps_name), e.g. "special+punct"
-    int32_t retained;     // tokens held
-    int32_t budget;       // tokens the policy allows now (-1 = unbounded)
-    float recovery;       // attention recovered at the last profile (-1 unknown)
-    float recovery_min;   // min over the group's query heads (-1 unknown)
-    uint64_t bytes;       // bytes the head holds
+    uint32_t comps;     // the head's policy components (enum kv_comp bits; picks the colour)
+    char glyph;         // grid glyph (kv_comps_glyph)
+    char name[32];      // policy name (kv_comps_name), e.g. "special+punct"
+    int32_t retained;   // tokens held
+    int32_t budget;     // tokens the policy allows now (-1 = unbounded)
+    float recovery;     // attention recovered at the last profile (-1 unknown)
+    float recovery_min; // min over the group's query heads (-1 unknown)
+    uint64_t bytes;     // bytes the head holds
 };
 
 // Everything the status bar and dashboard show. The arrays are owned by the struct (tui_stats_reserve).
 struct tui_stats {
     char model[128], arch[32], device[96];
-    char policy[24];            // --kv-policy name
-    int bits;                   // 16, 4 or 2
-    float recovery_target;      // FastGen T
-    int n_ctx, n_past;          // context capacity and tokens used
-    int n_prompt, n_gen;        // last turn
+    char policy[24];       // --kv-policy name
+    int bits;              // 16, 4 or 2
+    float recovery_target; // FastGen T
+    int n_ctx, n_past;     // context capacity and tokens used
+    int n_prompt, n_gen;   // last turn
     double prefill_tok_s, decode_tok_s;
     uint64_t weights_bytes;
     uint64_t dev_used, dev_total; // GPU (0 on the CPU)

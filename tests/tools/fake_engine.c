@@ -1,6 +1,6 @@
 // tests/tools/fake_engine.c — a stand-in engine for developing and demoing the TUI without a model: streams
-// canned text and fabricates KV stats (any layers x heads, changing policies and retained counts, optional GPU).
-// Build: make CUDA=0 build/cpu/libkvchat.a && cc -D_GNU_SOURCE -I. -std=c11 tests/tools/fake_engine.c
+// canned text and fabricates KV stats (any layers x heads, changing policies and retained counts, optional
+// GPU). Build: make CUDA=0 build/cpu/libkvchat.a && cc -D_GNU_SOURCE -I. -std=c11 tests/tools/fake_engine.c
 //        build/cpu/libkvchat.a -lsentencepiece -lncursesw -lpthread -lm -lstdc++ -o /tmp/fake_kvchat
 // Run:   /tmp/fake_kvchat [--layers 22] [--heads 4] [--gpu] [--slow] [kvchat TUI options: --no-color ...]
 #include <pthread.h>
@@ -27,15 +27,19 @@ struct engine {
 
 static const char *story =
     "Once upon a time, in a small town by the sea, there lived a curious cat named Miso. "
-    "Every morning Miso walked to the harbour to count the boats. \xe4\xb8\x80\xe3\x80\x81\xe4\xba\x8c\xe3\x80\x81"
-    "\xe4\xb8\x89 \xe2\x80\x94 he counted in every language he knew, and sometimes in emoji \xf0\x9f\x90\x9f\xf0\x9f"
-    "\x90\x9f. One day a storm came, and the boats stayed home.\n\nMiso waited on the pier until the sky cleared, "
+    "Every morning Miso walked to the harbour to count the boats. "
+    "\xe4\xb8\x80\xe3\x80\x81\xe4\xba\x8c\xe3\x80\x81"
+    "\xe4\xb8\x89 \xe2\x80\x94 he counted in every language he knew, and sometimes in emoji "
+    "\xf0\x9f\x90\x9f\xf0\x9f"
+    "\x90\x9f. One day a storm came, and the boats stayed home.\n\nMiso waited on the pier until the sky "
+    "cleared, "
     "then he went back to count them again, very carefully, one by one.";
 
 static void fabricate(struct engine *e) {
     struct kv_stats *k = &e->snap.kv;
     kv_stats_alloc(k, e->n_layer, e->n_head);
-    static const uint32_t cyc[] = {KV_C_SPECIAL, KV_C_SPECIAL | KV_C_PUNCT, KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ,
+    static const uint32_t cyc[] = {KV_C_SPECIAL, KV_C_SPECIAL | KV_C_PUNCT,
+                                   KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ,
                                    KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ | KV_C_LOCAL, KV_C_FULL};
     k->head_dim = 64;
     k->n_ctx = e->p.n_ctx > 0 ? e->p.n_ctx : 2048;
@@ -60,7 +64,8 @@ static void fabricate(struct engine *e) {
             hs->budget = c & KV_C_FULL ? -1 : keep + 16;
             hs->recovery = c & KV_C_FULL ? 1.0f : 0.91f + 0.01f * (float)((l + h) % 8);
             hs->recovery_min = hs->recovery - 0.03f;
-            uint64_t tokbytes = 4u * (uint64_t)k->head_dim * (k->bits == 16 ? 1 : 1) * (uint64_t)k->bits / 16 + 8;
+            uint64_t tokbytes =
+                4u * (uint64_t)k->head_dim * (k->bits == 16 ? 1 : 1) * (uint64_t)k->bits / 16 + 8;
             hs->bytes = (uint64_t)keep * tokbytes;
             k->kv_bytes += hs->bytes;
             k->bytes_fp += (uint64_t)keep * 8;
@@ -108,7 +113,8 @@ void engine_free(struct engine *e) {
     free(e);
 }
 
-static int stream(struct engine *e, const char *prompt, engine_piece_cb cb, void *ud, const volatile int *stop) {
+static int stream(struct engine *e, const char *prompt, engine_piece_cb cb, void *ud,
+                  const volatile int *stop) {
     pthread_mutex_lock(&e->mu);
     e->n_past += (int)strlen(prompt) / 4 + 8;
     e->snap.n_prompt = (int)strlen(prompt) / 4 + 8;
@@ -130,7 +136,8 @@ static int stream(struct engine *e, const char *prompt, engine_piece_cb cb, void
             break;
         }
         size_t n = 1;
-        while (s[n] && s[n] != ' ' && n < 12) n++; // a "token": up to the next space
+        while (s[n] && s[n] != ' ' && n < 12)
+            n++; // a "token": up to the next space
         if (cb(ud, s, n)) {
             why = ENGINE_STOP_USER;
             break;
@@ -147,7 +154,8 @@ static int stream(struct engine *e, const char *prompt, engine_piece_cb cb, void
     return why;
 }
 
-int engine_chat_turn(struct engine *e, const char *user_text, engine_piece_cb cb, void *ud, const volatile int *stop) {
+int engine_chat_turn(struct engine *e, const char *user_text, engine_piece_cb cb, void *ud,
+                     const volatile int *stop) {
     free(e->last_user);
     e->last_user = strdup(user_text);
     return stream(e, user_text, cb, ud, stop);
@@ -158,7 +166,8 @@ int engine_regen(struct engine *e, engine_piece_cb cb, void *ud, const volatile 
     return stream(e, e->last_user, cb, ud, stop);
 }
 
-int engine_complete(struct engine *e, const char *text, engine_piece_cb cb, void *ud, const volatile int *stop) {
+int engine_complete(struct engine *e, const char *text, engine_piece_cb cb, void *ud,
+                    const volatile int *stop) {
     return stream(e, text, cb, ud, stop);
 }
 
@@ -218,16 +227,26 @@ int main(int argc, char **argv) {
     p.n_ctx = 2048;
     int layers = 5, heads = 4, gpu = 0, slow = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--layers") && i + 1 < argc) layers = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--heads") && i + 1 < argc) heads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc) p.n_ctx = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--gpu")) gpu = 1;
-        else if (!strcmp(argv[i], "--slow")) slow = 1;
-        else if (!strcmp(argv[i], "--no-color")) p.no_color = 1;
-        else if (!strcmp(argv[i], "--demo") && i + 1 < argc) p.demo_file = argv[++i];
-        else if (!strcmp(argv[i], "--record") && i + 1 < argc) p.record_file = argv[++i];
-        else if (!strcmp(argv[i], "--log-file") && i + 1 < argc) p.log_file = argv[++i];
-        else if (!strcmp(argv[i], "--json")) p.json = 1;
+        if (!strcmp(argv[i], "--layers") && i + 1 < argc)
+            layers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--heads") && i + 1 < argc)
+            heads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
+            p.n_ctx = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gpu"))
+            gpu = 1;
+        else if (!strcmp(argv[i], "--slow"))
+            slow = 1;
+        else if (!strcmp(argv[i], "--no-color"))
+            p.no_color = 1;
+        else if (!strcmp(argv[i], "--demo") && i + 1 < argc)
+            p.demo_file = argv[++i];
+        else if (!strcmp(argv[i], "--record") && i + 1 < argc)
+            p.record_file = argv[++i];
+        else if (!strcmp(argv[i], "--log-file") && i + 1 < argc)
+            p.log_file = argv[++i];
+        else if (!strcmp(argv[i], "--json"))
+            p.json = 1;
     }
     char err[256];
     struct engine *e = engine_init(&p, err, sizeof err);
