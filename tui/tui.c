@@ -292,6 +292,19 @@ struct tui *tui_open(const struct tui_options *opt, const char *log_path, char *
         free(t);
         return NULL;
     }
+    char *cup = tigetstr("cup");
+    if (!cup || cup == (char *)-1) { // e.g. TERM=dumb: nothing can be placed on screen
+        endwin();
+        delscreen(t->scr);
+        uninstall_signals(t);
+        set_err(err, errlen, "terminal type '%s' cannot move the cursor", getenv("TERM") ? getenv("TERM") : "?");
+        tui_history_free(&t->hist);
+        tui_edit_free(&t->ed);
+        dash_free(&t->dash);
+        chat_view_free(&t->cv);
+        free(t);
+        return NULL;
+    }
     raw();
     noecho();
     nonl();
