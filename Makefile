@@ -26,8 +26,9 @@ LDFLAGS  := $(SANITIZE)
 
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
-  CPPFLAGS  += -DKN_HAVE_CUDA -I$(CUDA_HOME)/include
-  NVCCFLAGS ?= -O3 -std=c++17 -arch=sm_90 -lineinfo -Xcompiler -Wall -I.
+  CPPFLAGS  += -DKN_HAVE_CUDA -isystem $(CUDA_HOME)/include
+  NVCCFLAGS ?= -O3 -std=c++17 -gencode arch=compute_90,code=[sm_90,compute_90] -gencode arch=compute_80,code=sm_80 \
+               -lineinfo -Xcompiler -Wall -I. -MMD -MP
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
   CU_SRC    := $(wildcard kernels/*.cu)
 else

@@ -21,6 +21,15 @@
 #include <immintrin.h>
 #endif
 
+// Full unrolling of the register-blocked loops (their trip counts are constants after inlining); without it
+// GCC -O2 keeps the accumulator arrays in memory.
+#if defined(__GNUC__)
+#define KN_PRAGMA(x) _Pragma(#x)
+#define KN_UNROLL KN_PRAGMA(GCC unroll 16)
+#else
+#define KN_UNROLL
+#endif
+
 #define KN_MM_PANEL_MIN 8 // n_tok from which the panel path is used
 #define KN_MM_KC 512      // columns per panel slice (a multiple of 256)
 #define KN_MM_MR 6        // rows per panel micro-kernel
@@ -205,6 +214,8 @@ static void mm_scalar_task(void *vctx, int task, int tid) {
 }
 
 #ifdef KN_SIMD
+static inline float h2f_fast(kn_half h) { return _cvtsh_ss(h); }
+
 // ---- SIMD unpackers: a 256-value unit (one k-quant super-block, or up to 8 legacy blocks) to int8 codes,
 // fp32 scales per sub-block (32 or 16 values) and fp32 min terms per 32 values (0 when the type has none).
 // value = code * scale[sub] + bias[i / 32]. Returns the number of sub-blocks.
@@ -219,23 +230,33 @@ struct unit {
 
 static inline __m128 cvt_u8x4(uint32_t v) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v))); }
 
-static inline void unpack_kscales(const uint8_t *s, float d, float dmin, float *scale, float *bias) {
-    uint32_t w0, w1, w2;
-    memcpy(&w0, s, 4);
-    memcpy(&w1, s + 4, 4);
-    memcpy(&w2, s + 8, 4);
-    uint32_t sc_lo = w0 & 0x3f3f3f3fu, m_lo = w1 & 0x3f3f3f3fu;
-    uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | (((w0 >> 6) & 0x03030303u) << 4);
-    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0fu) | (((w1 >> 6) & 0x03030303u) << 4);
-    __m128 vd = _mm_set1_ps(d), vm = _mm_set1_ps(-dmin);
-    _mm_storeu_ps(scale, _mm_mul_ps(cvt_u8x4(sc_lo), vd));
-    _mm_storeu_ps(scale + 4, _mm_mul_ps(cvt_u8x4(sc_hi), vd));
-    _mm_storeu_ps(bias, _mm_mul_ps(cvt_u8x4(m_lo), vm));
-    _mm_storeu_ps(bias + 4, _mm_mul_ps(cvt_u8x4(m_hi), vm));
+// The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (its first 16 bytes: d, dmin, scales[12]) as
+// d·sc and dmin·m, all in vector registers. As dwords the scale bytes are L1 = s[0..3], L2 = s[4..7],
+// L3 = s[8..11]; sc[0..3] = L1 & 63, m[0..3] = L2 & 63, sc[4..7] = (L3 & 15) | (L1 >> 6) << 4,
+// m[4..7] = (L3 >> 4 & 15) | (L2 >> 6) << 4, bytewise.
+__attribute__((always_inline)) static inline void kscales8(const void *blk, __m256 *scale, __m256 *dmin_m) {
+    __m128i v = _mm_loadu_si128((const __m128i *)blk);
+    __m128 dd = _mm_cvtph_ps(v);
+    __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)); // L1 L3 L2 L3
+    __m128i q = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 1, 1)); // L1 L1 L2 L2
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
+                               _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i hi = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(q, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303)), 4);
+    __m128i r = _mm_or_si128(lo, hi); // bytes 0..7: sc, 8..15: m
+    *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(r)), _mm256_broadcastss_ps(dd));
+    *dmin_m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(r, 8))),
+                            _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
 }
 
-static inline void unpack_q4k(const struct kn_block_q4_k *b, struct unit *u) {
-    unpack_kscales(b->scales, h2f(b->d), h2f(b->dmin), u->scale, u->bias);
+__attribute__((always_inline)) static inline void unpack_kscales(const void *blk, float *scale, float *bias) {
+    __m256 sc, mn;
+    kscales8(blk, &sc, &mn);
+    _mm256_storeu_ps(scale, sc);
+    _mm256_storeu_ps(bias, _mm256_sub_ps(_mm256_setzero_ps(), mn));
+}
+
+__attribute__((always_inline)) static inline void unpack_q4k(const struct kn_block_q4_k *b, struct unit *u) {
+    unpack_kscales(b, u->scale, u->bias);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int c = 0; c < 4; c++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
@@ -246,8 +267,8 @@ static inline void unpack_q4k(const struct kn_block_q4_k *b, struct unit *u) {
     u->sub = 32;
 }
 
-static inline void unpack_q5k(const struct kn_block_q5_k *b, struct unit *u) {
-    unpack_kscales(b->scales, h2f(b->d), h2f(b->dmin), u->scale, u->bias);
+__attribute__((always_inline)) static inline void unpack_q5k(const struct kn_block_q5_k *b, struct unit *u) {
+    unpack_kscales(b, u->scale, u->bias);
     const __m256i m4 = _mm256_set1_epi8(0x0F), b16 = _mm256_set1_epi8(0x10);
     __m256i hb = _mm256_loadu_si256((const __m256i *)b->qh);
     for (int c = 0; c < 4; c++) {
@@ -263,8 +284,8 @@ static inline void unpack_q5k(const struct kn_block_q5_k *b, struct unit *u) {
     u->sub = 32;
 }
 
-static inline void unpack_q6k(const struct kn_block_q6_k *b, struct unit *u) {
-    float d = h2f(b->d);
+__attribute__((always_inline)) static inline void unpack_q6k(const struct kn_block_q6_k *b, struct unit *u) {
+    float d = h2f_fast(b->d);
     __m256 vd = _mm256_set1_ps(d);
     __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
     _mm256_storeu_ps(u->scale, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8))));
@@ -292,7 +313,7 @@ static inline void unpack_q6k(const struct kn_block_q6_k *b, struct unit *u) {
 }
 
 // 32 five-bit high bits (bit i of qh is value i's bit 4) spread to bytes of 0x10 / 0.
-static inline __m256i q5_highbits(const uint8_t *qhp) {
+__attribute__((always_inline)) static inline __m256i q5_highbits(const uint8_t *qhp) {
     uint32_t qh;
     memcpy(&qh, qhp, 4);
     const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
@@ -303,43 +324,43 @@ static inline __m256i q5_highbits(const uint8_t *qhp) {
 }
 
 // 16 bytes of nibbles -> 32 codes in value order (low nibbles are values 0..15, high nibbles 16..31).
-static inline __m256i nibbles32(const uint8_t *qs) {
+__attribute__((always_inline)) static inline __m256i nibbles32(const uint8_t *qs) {
     __m128i v = _mm_loadu_si128((const __m128i *)qs);
     const __m128i m4 = _mm_set1_epi8(0x0F);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
 }
 
 // nb (1..8) legacy blocks starting at p.
-static inline void unpack_legacy(int type, const uint8_t *p, int nb, struct unit *u) {
+__attribute__((always_inline)) static inline void unpack_legacy(int type, const uint8_t *p, int nb, struct unit *u) {
     for (int i = 0; i < nb; i++) {
         __m256i c;
         float d, m = 0.0f;
         switch (type) {
         case KN_Q4_0: {
             const struct kn_block_q4_0 *b = (const struct kn_block_q4_0 *)p + i;
-            d = h2f(b->d);
+            d = h2f_fast(b->d);
             c = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
         } break;
         case KN_Q4_1: {
             const struct kn_block_q4_1 *b = (const struct kn_block_q4_1 *)p + i;
-            d = h2f(b->d);
-            m = h2f(b->m);
+            d = h2f_fast(b->d);
+            m = h2f_fast(b->m);
             c = nibbles32(b->qs);
         } break;
         case KN_Q5_0: {
             const struct kn_block_q5_0 *b = (const struct kn_block_q5_0 *)p + i;
-            d = h2f(b->d);
+            d = h2f_fast(b->d);
             c = _mm256_sub_epi8(_mm256_or_si256(nibbles32(b->qs), q5_highbits(b->qh)), _mm256_set1_epi8(16));
         } break;
         case KN_Q5_1: {
             const struct kn_block_q5_1 *b = (const struct kn_block_q5_1 *)p + i;
-            d = h2f(b->d);
-            m = h2f(b->m);
+            d = h2f_fast(b->d);
+            m = h2f_fast(b->m);
             c = _mm256_or_si256(nibbles32(b->qs), q5_highbits(b->qh));
         } break;
         default: { // KN_Q8_0
             const struct kn_block_q8_0 *b = (const struct kn_block_q8_0 *)p + i;
-            d = h2f(b->d);
+            d = h2f_fast(b->d);
             c = _mm256_loadu_si256((const __m256i *)b->qs);
         } break;
         }
@@ -353,7 +374,7 @@ static inline void unpack_legacy(int type, const uint8_t *p, int nb, struct unit
 }
 
 // Unpacks the unit of 256 values (nb legacy blocks) at p.
-static inline void unpack_unit(int type, const uint8_t *p, int nb, struct unit *u) {
+__attribute__((always_inline)) static inline void unpack_unit(int type, const uint8_t *p, int nb, struct unit *u) {
     switch (type) {
     case KN_Q4_K: unpack_q4k((const struct kn_block_q4_k *)p, u); break;
     case KN_Q5_K: unpack_q5k((const struct kn_block_q5_k *)p, u); break;
@@ -373,68 +394,258 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// ---- dot path: rows [r0, r1), tokens t0..t0+T-1 (T = 1..4, a constant after inlining) ----------------
+// ---- dot path: rows [r0, r1), tokens t0..t0+T-1 (T = 1..4; type and T are constants after inlining) ----
+// Per row and token the lanes of one accumulator collect every product; min terms (bias·xsum) go into the
+// same lanes. T == 1 uses two accumulators (low/high sub-blocks) to halve the dependency chain.
 
-__attribute__((always_inline)) static inline void dot_rows_q(const struct mm_ctx *c, int64_t r0, int64_t r1,
-                                                             int t0, const int T) {
-    const int us = kn_cpu_unit_size(c->type);
-    const int64_t K = c->K;
-    const int legacy = us == KN_QK;
-    const int64_t n_units = legacy ? (K / KN_QK + 7) / 8 : K / KN_QK_K;
-    const size_t ub = kn_type_block_bytes(c->type) * (legacy ? 8 : 1);
-    const int has_min = type_has_min(c->type);
-    const float *xt[4];
-    const float *xs[4];
+#define KN_AI __attribute__((always_inline)) static inline
+
+// Decode streams weights from DRAM at a few GB/s per core; the hardware prefetcher alone leaves part of the
+// latency exposed, so each kernel prefetches the bytes it will read KN_PF_DIST ahead (rows are contiguous,
+// so this runs on into the next row).
+#ifndef KN_PF_DIST
+#define KN_PF_DIST 1024
+#endif
+static inline void prefetch_span(const void *p, size_t nbytes) {
+#if KN_PF_DIST > 0
+    const char *c = (const char *)p + KN_PF_DIST;
+    for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+#else
+    (void)p;
+    (void)nbytes;
+#endif
+}
+
+// Q4_K: each super-block is first copied into an L1 staging buffer one step ahead (the copy's loads feed
+// only stores, so a cache miss does not stall the FP chains), then 8 code bytes -> 8 dwords give 8
+// low-nibble and 8 high-nibble values. R rows (1 or 2, only with T == 1) share each x load.
+KN_AI void stage_copy144(uint8_t *dst, const uint8_t *src) {
+    for (int o = 0; o < 128; o += 32)
+        _mm256_store_si256((__m256i *)(dst + o), _mm256_loadu_si256((const __m256i *)(src + o)));
+    _mm_store_si128((__m128i *)(dst + 128), _mm_loadu_si128((const __m128i *)(src + 128)));
+}
+
+KN_AI void dot_q4k_rows(const struct mm_ctx *c, int64_t r, int t0, const int R, const int T) {
+    const int64_t K = c->K, nsb = K / KN_QK_K;
+    const float *xt[4], *xs[4];
     for (int t = 0; t < T; t++) {
         xt[t] = c->x + (size_t)(t0 + t) * K;
         xs[t] = c->xsum + (size_t)(t0 + t) * c->xsum_stride;
     }
-    struct unit u;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = c->w + (size_t)r * c->row_bytes;
-        __m256 acc0[4], acc1[4], accb[4];
-        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = accb[t] = _mm256_setzero_ps();
-        for (int64_t ui = 0; ui < n_units; ui++) {
-            int nb = 8;
-            if (legacy && ui == n_units - 1 && (K / KN_QK) % 8) nb = (int)((K / KN_QK) % 8);
-            unpack_unit(c->type, row + (size_t)ui * ub, nb, &u);
-            const int64_t kb = ui * KN_QK_K;
-            if (u.sub == 32) {
-                for (int j = 0; j < u.n_sub; j++) {
-                    const int8_t *cj = u.codes + 32 * j;
-                    __m256 w0 = cvt8(cj), w1 = cvt8(cj + 8), w2 = cvt8(cj + 16), w3 = cvt8(cj + 24);
-                    __m256 sc = _mm256_broadcast_ss(u.scale + j);
-                    for (int t = 0; t < T; t++) {
-                        const float *xp = xt[t] + kb + 32 * j;
-                        __m256 s = _mm256_mul_ps(w0, _mm256_loadu_ps(xp));
-                        s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8), s);
-                        s = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xp + 16), s);
-                        s = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xp + 24), s);
-                        if (j & 1) acc1[t] = _mm256_fmadd_ps(sc, s, acc1[t]);
-                        else acc0[t] = _mm256_fmadd_ps(sc, s, acc0[t]);
-                    }
-                }
-            } else { // 16 sub-blocks of 16 (Q6_K)
-                for (int j = 0; j < 16; j++) {
-                    const int8_t *cj = u.codes + 16 * j;
-                    __m256 w0 = cvt8(cj), w1 = cvt8(cj + 8);
-                    __m256 sc = _mm256_broadcast_ss(u.scale + j);
-                    for (int t = 0; t < T; t++) {
-                        const float *xp = xt[t] + kb + 16 * j;
-                        __m256 s = _mm256_mul_ps(w0, _mm256_loadu_ps(xp));
-                        s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8), s);
-                        if (j & 1) acc1[t] = _mm256_fmadd_ps(sc, s, acc1[t]);
-                        else acc0[t] = _mm256_fmadd_ps(sc, s, acc0[t]);
-                    }
-                }
-            }
-            if (has_min) {
-                __m256 b = _mm256_loadu_ps(u.bias);
-                for (int t = 0; t < T; t++) accb[t] = _mm256_fmadd_ps(b, _mm256_loadu_ps(xs[t] + ui * 8), accb[t]);
+    const __m256i m4 = _mm256_set1_epi32(15);
+    _Alignas(32) float sc[2][8];
+    _Alignas(32) uint8_t stage[2][2][160]; // [row][parity] super-block copies
+    const uint8_t *blk[2];
+    for (int rr = 0; rr < R; rr++) {
+        blk[rr] = c->w + (size_t)(r + rr) * c->row_bytes;
+        stage_copy144(stage[rr][0], blk[rr]);
+    }
+    __m256 acc0[4], acc1[4]; // (R == 2: acc0/acc1 are the two rows)
+    KN_UNROLL
+    for (int t = 0; t < 4; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nsb; i++) {
+        const struct kn_block_q4_k *b[2];
+        KN_UNROLL
+        for (int rr = 0; rr < R; rr++) {
+            const uint8_t *nx = blk[rr] + (size_t)(i + 1 < nsb ? i + 1 : i) * sizeof(struct kn_block_q4_k);
+            prefetch_span(nx, sizeof(struct kn_block_q4_k));
+            stage_copy144(stage[rr][(i + 1) & 1], nx);
+            b[rr] = (const struct kn_block_q4_k *)stage[rr][i & 1];
+            __m256 vsc, vm;
+            kscales8(b[rr], &vsc, &vm);
+            _mm256_store_ps(sc[rr], vsc); // one store: the broadcasts below forward from it
+            KN_UNROLL
+            for (int t = 0; t < T; t++) {
+                __m256 *a = rr ? acc1 : acc0;
+                a[t] = _mm256_fnmadd_ps(vm, _mm256_loadu_ps(xs[t] + 8 * i), a[t]);
             }
         }
+        KN_UNROLL
+        for (int ch = 0; ch < 4; ch++) {
+            __m256 sl[4], sh[4], sl1 = _mm256_setzero_ps(), sh1 = _mm256_setzero_ps();
+            KN_UNROLL
+            for (int m = 0; m < 4; m++) {
+                __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b[0]->qs + 32 * ch + 8 * m)));
+                __m256 wl = _mm256_cvtepi32_ps(_mm256_and_si256(q, m4));
+                __m256 wh = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+                if (R == 2) {
+                    const float *xp = xt[0] + 256 * i + 64 * ch + 8 * m;
+                    __m256 xl = _mm256_loadu_ps(xp), xh = _mm256_loadu_ps(xp + 32);
+                    __m256i q1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b[R - 1]->qs + 32 * ch + 8 * m)));
+                    __m256 wl1 = _mm256_cvtepi32_ps(_mm256_and_si256(q1, m4));
+                    __m256 wh1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(q1, 4));
+                    if (m == 0) {
+                        sl[0] = _mm256_mul_ps(wl, xl);
+                        sh[0] = _mm256_mul_ps(wh, xh);
+                        sl1 = _mm256_mul_ps(wl1, xl);
+                        sh1 = _mm256_mul_ps(wh1, xh);
+                    } else {
+                        sl[0] = _mm256_fmadd_ps(wl, xl, sl[0]);
+                        sh[0] = _mm256_fmadd_ps(wh, xh, sh[0]);
+                        sl1 = _mm256_fmadd_ps(wl1, xl, sl1);
+                        sh1 = _mm256_fmadd_ps(wh1, xh, sh1);
+                    }
+                    continue;
+                }
+                KN_UNROLL
+                for (int t = 0; t < T; t++) {
+                    const float *xp = xt[t] + 256 * i + 64 * ch + 8 * m;
+                    if (m == 0) {
+                        sl[t] = _mm256_mul_ps(wl, _mm256_loadu_ps(xp));
+                        sh[t] = _mm256_mul_ps(wh, _mm256_loadu_ps(xp + 32));
+                    } else {
+                        sl[t] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xp), sl[t]);
+                        sh[t] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xp + 32), sh[t]);
+                    }
+                }
+            }
+            __m256 s0 = _mm256_broadcast_ss(sc[0] + 2 * ch), s1 = _mm256_broadcast_ss(sc[0] + 2 * ch + 1);
+            if (R == 2) {
+                acc0[0] = _mm256_fmadd_ps(s0, sl[0], acc0[0]);
+                acc0[1] = _mm256_fmadd_ps(s1, sh[0], acc0[1]);
+                acc1[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(sc[R - 1] + 2 * ch), sl1, acc1[0]);
+                acc1[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(sc[R - 1] + 2 * ch + 1), sh1, acc1[1]);
+                continue;
+            }
+            KN_UNROLL
+            for (int t = 0; t < T; t++) {
+                if (T == 1) {
+                    acc0[t] = _mm256_fmadd_ps(s0, sl[t], acc0[t]);
+                    acc1[t] = _mm256_fmadd_ps(s1, sh[t], acc1[t]);
+                } else {
+                    acc0[t] = _mm256_fmadd_ps(s0, sl[t], acc0[t]);
+                    acc0[t] = _mm256_fmadd_ps(s1, sh[t], acc0[t]);
+                }
+            }
+        }
+    }
+    if (R == 2) {
+        c->y[(size_t)t0 * c->N + r] = hsum8(_mm256_add_ps(acc0[0], acc0[1]));
+        c->y[(size_t)t0 * c->N + r + 1] = hsum8(_mm256_add_ps(acc1[0], acc1[1]));
+        return;
+    }
+    KN_UNROLL
+    for (int t = 0; t < T; t++)
+        c->y[(size_t)(t0 + t) * c->N + r] = hsum8(T == 1 ? _mm256_add_ps(acc0[t], acc1[t]) : acc0[t]);
+}
+
+KN_AI void dot_q4k(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
+    int64_t r = r0;
+    if (T == 1)
+        for (; r + 2 <= r1; r += 2) dot_q4k_rows(c, r, t0, 2, 1);
+    for (; r < r1; r++) dot_q4k_rows(c, r, t0, 1, T);
+}
+
+// Q8_0 straight from the weights, 8 blocks (256 values) per step.
+KN_AI void dot_q8_0(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
+    const int64_t K = c->K, nbk = K / KN_QK;
+    const float *xt[4];
+    for (int t = 0; t < T; t++) xt[t] = c->x + (size_t)(t0 + t) * K;
+    for (int64_t r = r0; r < r1; r++) {
+        const struct kn_block_q8_0 *blk = (const struct kn_block_q8_0 *)(c->w + (size_t)r * c->row_bytes);
+        __m256 acc0[4], acc1[4];
+        KN_UNROLL
+        for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nbk; i++) {
+            const struct kn_block_q8_0 *b = blk + i;
+            __m256 w[4], s[4];
+            if ((i & 1) == 0) prefetch_span(b, 2 * sizeof *b);
+            KN_UNROLL
+            for (int v = 0; v < 4; v++) w[v] = cvt8(b->qs + 8 * v);
+            KN_UNROLL
+            for (int t = 0; t < T; t++) {
+                const float *xp = xt[t] + 32 * i;
+                s[t] = _mm256_mul_ps(w[0], _mm256_loadu_ps(xp));
+                s[t] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xp + 8), s[t]);
+                s[t] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xp + 16), s[t]);
+                s[t] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xp + 24), s[t]);
+            }
+            __m256 d = _mm256_set1_ps(h2f_fast(b->d));
+            KN_UNROLL
+            for (int t = 0; t < T; t++) {
+                if (T == 1 && (i & 1)) acc1[t] = _mm256_fmadd_ps(d, s[t], acc1[t]);
+                else acc0[t] = _mm256_fmadd_ps(d, s[t], acc0[t]);
+            }
+        }
+        KN_UNROLL
         for (int t = 0; t < T; t++)
-            c->y[(size_t)(t0 + t) * c->N + r] = hsum8(_mm256_add_ps(_mm256_add_ps(acc0[t], acc1[t]), accb[t]));
+            c->y[(size_t)(t0 + t) * c->N + r] = hsum8(T == 1 ? _mm256_add_ps(acc0[t], acc1[t]) : acc0[t]);
+    }
+}
+
+// One sub-block of S (32 or 16) unpacked codes against T tokens: acc[t] += scale * Σ code·x.
+KN_AI void sub_dot(const int8_t *cj, const float *const *xt, int64_t k, float scale, const int S, const int T,
+                   __m256 *acc) {
+    __m256 w[4], s[4];
+    KN_UNROLL
+    for (int v = 0; v < S / 8; v++) w[v] = cvt8(cj + 8 * v);
+    KN_UNROLL
+    for (int t = 0; t < T; t++) {
+        s[t] = _mm256_mul_ps(w[0], _mm256_loadu_ps(xt[t] + k));
+        KN_UNROLL
+        for (int v = 1; v < S / 8; v++) s[t] = _mm256_fmadd_ps(w[v], _mm256_loadu_ps(xt[t] + k + 8 * v), s[t]);
+    }
+    __m256 sc = _mm256_set1_ps(scale);
+    KN_UNROLL
+    for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(sc, s[t], acc[t]);
+}
+
+// Every other quantised type through the unpacked unit (codes + scales + min terms in L1).
+KN_AI void dot_unit(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, const int type, const int T) {
+    const int us = kn_cpu_unit_size(type);
+    const int64_t K = c->K;
+    const int legacy = us == KN_QK;
+    const int64_t n_blk = K / us;
+    const int64_t n_full = legacy ? n_blk / 8 : n_blk; // full 256-value units
+    const int tail = legacy ? (int)(n_blk % 8) : 0;
+    const size_t ub = kn_type_block_bytes(type) * (legacy ? 8 : 1);
+    const int has_min = type_has_min(type);
+    const int S = type == KN_Q6_K ? 16 : 32, NS = KN_QK_K / S;
+    const float *xt[4], *xs[4];
+    for (int t = 0; t < T; t++) {
+        xt[t] = c->x + (size_t)(t0 + t) * K;
+        xs[t] = has_min ? c->xsum + (size_t)(t0 + t) * c->xsum_stride : NULL;
+    }
+    struct unit ub2[2]; // unit i+1 is unpacked while unit i is consumed: the code stores have retired by then
+    const int64_t n_units = n_full + (tail ? 1 : 0);
+    // independent accumulator chains per token: the per-sub-block scale FMAs are latency-bound otherwise
+    const int NA = T == 1 ? 4 : T == 2 ? 2 : 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = c->w + (size_t)r * c->row_bytes;
+        __m256 acc[4][4];
+        KN_UNROLL
+        for (int a = 0; a < NA; a++) {
+            KN_UNROLL
+            for (int t = 0; t < T; t++) acc[a][t] = _mm256_setzero_ps();
+        }
+        unpack_unit(type, row, n_full ? 8 : tail, &ub2[0]);
+        for (int64_t ui = 0; ui < n_units; ui++) {
+            const struct unit *u = &ub2[ui & 1];
+            const int nb = ui == n_full ? tail : 8;
+            prefetch_span(row + (size_t)ui * ub, ub);
+            if (ui + 1 < n_units)
+                unpack_unit(type, row + (size_t)(ui + 1) * ub, ui + 1 == n_full ? tail : 8, &ub2[(ui + 1) & 1]);
+            const int64_t kb = ui * KN_QK_K;
+            if (has_min) {
+                __m256 vb = _mm256_loadu_ps(u->bias);
+                KN_UNROLL
+                for (int t = 0; t < T; t++)
+                    acc[NA - 1][t] = _mm256_fmadd_ps(vb, _mm256_loadu_ps(xs[t] + 8 * ui), acc[NA - 1][t]);
+            }
+            if (nb == 8) {
+                KN_UNROLL
+                for (int j = 0; j < NS; j++) sub_dot(u->codes + S * j, xt, kb + S * j, u->scale[j], S, T, acc[j % NA]);
+            } else {
+                for (int j = 0; j < nb; j++) sub_dot(u->codes + 32 * j, xt, kb + 32 * j, u->scale[j], 32, T, acc[0]);
+            }
+        }
+        KN_UNROLL
+        for (int t = 0; t < T; t++) {
+            __m256 sum = acc[0][t];
+            KN_UNROLL
+            for (int a = 1; a < NA; a++) sum = _mm256_add_ps(sum, acc[a][t]);
+            c->y[(size_t)(t0 + t) * c->N + r] = hsum8(sum);
+        }
     }
 }
 
@@ -457,16 +668,19 @@ __attribute__((always_inline)) static inline void dot_rows_f(const struct mm_ctx
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = c->w + (size_t)r * c->row_bytes;
         __m256 acc0[4], acc1[4];
+        KN_UNROLL
         for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
         int64_t k = 0;
         for (; k + 16 <= K; k += 16) {
             __m256 w0 = load_w8(c->type, row, k), w1 = load_w8(c->type, row, k + 8);
+            KN_UNROLL
             for (int t = 0; t < T; t++) {
                 const float *xp = c->x + (size_t)(t0 + t) * K + k;
                 acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), acc0[t]);
                 acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp + 8), acc1[t]);
             }
         }
+        KN_UNROLL
         for (int t = 0; t < T; t++) {
             const float *xp = c->x + (size_t)(t0 + t) * K;
             float s = hsum8(_mm256_add_ps(acc0[t], acc1[t]));
@@ -476,28 +690,41 @@ __attribute__((always_inline)) static inline void dot_rows_f(const struct mm_ctx
     }
 }
 
+#define DOT_T(call_T)                                                                                      \
+    switch (nt) {                                                                                          \
+    case 1: call_T(1); break;                                                                              \
+    case 2: call_T(2); break;                                                                              \
+    case 3: call_T(3); break;                                                                              \
+    default: call_T(4); break;                                                                             \
+    }
+
 static void mm_dot_task(void *vctx, int task, int tid) {
     (void)tid;
     const struct mm_ctx *c = vctx;
     int64_t r0 = (int64_t)task * c->rows_per_task;
     int64_t r1 = r0 + c->rows_per_task < c->N ? r0 + c->rows_per_task : c->N;
-    int isf = kn_cpu_unit_size(c->type) == 1;
     for (int t0 = 0; t0 < c->n_tok; t0 += 4) {
         int nt = c->n_tok - t0 < 4 ? c->n_tok - t0 : 4;
-        if (isf) {
-            switch (nt) {
-            case 1: dot_rows_f(c, r0, r1, t0, 1); break;
-            case 2: dot_rows_f(c, r0, r1, t0, 2); break;
-            case 3: dot_rows_f(c, r0, r1, t0, 3); break;
-            default: dot_rows_f(c, r0, r1, t0, 4); break;
-            }
-        } else {
-            switch (nt) {
-            case 1: dot_rows_q(c, r0, r1, t0, 1); break;
-            case 2: dot_rows_q(c, r0, r1, t0, 2); break;
-            case 3: dot_rows_q(c, r0, r1, t0, 3); break;
-            default: dot_rows_q(c, r0, r1, t0, 4); break;
-            }
+        switch (c->type) {
+#define CALL_F(T) dot_rows_f(c, r0, r1, t0, T)
+#define CALL_Q4K(T) dot_q4k(c, r0, r1, t0, T)
+#define CALL_Q80(T) dot_q8_0(c, r0, r1, t0, T)
+#define CALL_U(TY, T) dot_unit(c, r0, r1, t0, TY, T)
+#define CALL_Q6K(T) CALL_U(KN_Q6_K, T)
+#define CALL_Q5K(T) CALL_U(KN_Q5_K, T)
+#define CALL_Q40(T) CALL_U(KN_Q4_0, T)
+#define CALL_Q41(T) CALL_U(KN_Q4_1, T)
+#define CALL_Q50(T) CALL_U(KN_Q5_0, T)
+#define CALL_Q51(T) CALL_U(KN_Q5_1, T)
+        case KN_F32: case KN_F16: case KN_BF16: DOT_T(CALL_F) break;
+        case KN_Q4_K: DOT_T(CALL_Q4K) break;
+        case KN_Q8_0: DOT_T(CALL_Q80) break;
+        case KN_Q6_K: DOT_T(CALL_Q6K) break;
+        case KN_Q5_K: DOT_T(CALL_Q5K) break;
+        case KN_Q4_0: DOT_T(CALL_Q40) break;
+        case KN_Q4_1: DOT_T(CALL_Q41) break;
+        case KN_Q5_0: DOT_T(CALL_Q50) break;
+        default: DOT_T(CALL_Q51) break;
         }
     }
 }
@@ -538,15 +765,18 @@ static void panel_fill_row(int type, const uint8_t *row, int64_t k0, int kc, flo
 __attribute__((always_inline)) static inline void micro_16(const float *a, int64_t ps, const float *b0,
                                                            const float *b1, int kc, const int R, float *out) {
     __m256 c0[KN_MM_MR], c1[KN_MM_MR];
+    KN_UNROLL
     for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b1 + 8 * k);
+        KN_UNROLL
         for (int r = 0; r < R; r++) {
             __m256 w = _mm256_broadcast_ss(a + r * ps + k);
             c0[r] = _mm256_fmadd_ps(w, x0, c0[r]);
             c1[r] = _mm256_fmadd_ps(w, x1, c1[r]);
         }
     }
+    KN_UNROLL
     for (int r = 0; r < R; r++) {
         _mm256_storeu_ps(out + 16 * r, c0[r]);
         _mm256_storeu_ps(out + 16 * r + 8, c1[r]);
@@ -556,10 +786,12 @@ __attribute__((always_inline)) static inline void micro_16(const float *a, int64
 __attribute__((always_inline)) static inline void micro_8(const float *a, int64_t ps, const float *b0, int kc,
                                                           const int R, float *out) {
     __m256 c0[KN_MM_MR], c1[KN_MM_MR];
+    KN_UNROLL
     for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 2 <= kc; k += 2) { // two independent chains per row: FMA latency
         __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b0 + 8 * k + 8);
+        KN_UNROLL
         for (int r = 0; r < R; r++) {
             c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k), x0, c0[r]);
             c1[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k + 1), x1, c1[r]);
@@ -567,8 +799,10 @@ __attribute__((always_inline)) static inline void micro_8(const float *a, int64_
     }
     for (; k < kc; k++) {
         __m256 x0 = _mm256_load_ps(b0 + 8 * k);
+        KN_UNROLL
         for (int r = 0; r < R; r++) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k), x0, c0[r]);
     }
+    KN_UNROLL
     for (int r = 0; r < R; r++) _mm256_storeu_ps(out + 16 * r, _mm256_add_ps(c0[r], c1[r]));
 }
 
@@ -611,6 +845,7 @@ static void mm_panel_task(void *vctx, int task, int tid) {
                 a = (const float *)(c->w + (size_t)rg * c->row_bytes) + k0;
                 ps = K;
             } else {
+                KN_UNROLL
                 for (int r = 0; r < R; r++)
                     panel_fill_row(c->type, c->w + (size_t)(rg + r) * c->row_bytes, k0, kc, panel + r * KN_MM_KC);
                 a = panel;
@@ -631,8 +866,10 @@ static void mm_panel_task(void *vctx, int task, int tid) {
                 for (int t = 0; t < nt; t++) {
                     float *yr = c->y + (size_t)(t_base + t) * N + rg;
                     if (k0 == 0)
+                        KN_UNROLL
                         for (int r = 0; r < R; r++) yr[r] = out[16 * r + t];
                     else
+                        KN_UNROLL
                         for (int r = 0; r < R; r++) yr[r] += out[16 * r + t];
                 }
             }
