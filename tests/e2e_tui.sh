@@ -132,6 +132,14 @@ one_kv=$(printf '%s' "$one" | sed -n 's/.*"kv_bytes": \([0-9]*\).*/\1/p')
 one_full=$(printf '%s' "$one" | sed -n 's/.*"kv_bytes_full": \([0-9]*\).*/\1/p')
 [ -n "$one_kv" ] && [ "$one_kv $one_full" = "$st_kv $st_full" ]
 check $? "one-shot --chat --json run gives the same kv bytes ($one_kv of $one_full)"
+# on a GPU the dashboard has a GPU meter, on the CPU none
+if printf '%s' "$json" | grep -q '"gpu_mem_used": null'; then
+    ! printf '%s\n' "$end" | grep -Eq '│ GPU '
+    check $? "CPU run: no GPU meter"
+else
+    printf '%s\n' "$end" | grep -Eq '│ GPU .*[0-9.]+ [KMGT]iB/[0-9.]+ [KMGT]iB'
+    check $? "GPU run: GPU used/total meter shown"
+fi
 grep -qx "$prompt" "$work/xdg/kvchat/history" 2>/dev/null
 check $? "input history persisted under \$XDG_DATA_HOME/kvchat/history"
 

@@ -9,6 +9,7 @@
 #include "tui/meter.h"
 #include "tui/text.h"
 
+#if TUI_HAVE_CURSES
 // One screen cell being assembled: a base character and the combining marks that follow it.
 struct cell {
     wchar_t wc[CCHARW_MAX + 1];
@@ -99,3 +100,27 @@ void tui_meter(const struct tui_theme *th, int y, int x, int w, double frac, att
     }
     tui_repeat(th, y, x + at, w - at, th->g->empty, empty);
 }
+#else // built without ncurses: nothing to draw on
+
+int tui_put(const struct tui_theme *th, int y, int x, int maxw, const char *s, size_t len, attr_t a) {
+    (void)th, (void)y, (void)x, (void)maxw, (void)s, (void)len, (void)a;
+    return 0;
+}
+int tui_puts(const struct tui_theme *th, int y, int x, int maxw, const char *s, attr_t a) {
+    return tui_put(th, y, x, maxw, s, strlen(s), a);
+}
+int tui_putf(const struct tui_theme *th, int y, int x, int maxw, attr_t a, const char *fmt, ...) {
+    (void)th, (void)y, (void)x, (void)maxw, (void)a, (void)fmt;
+    return 0;
+}
+int tui_puts_fit(const struct tui_theme *th, int y, int x, int maxw, const char *s, attr_t a) {
+    return tui_puts(th, y, x, maxw, s, a);
+}
+void tui_fill(struct tui_rect r, attr_t a) { (void)r, (void)a; }
+void tui_repeat(const struct tui_theme *th, int y, int x, int n, const char *glyph, attr_t a) {
+    (void)th, (void)y, (void)x, (void)n, (void)glyph, (void)a;
+}
+void tui_meter(const struct tui_theme *th, int y, int x, int w, double frac, attr_t fill, attr_t empty) {
+    (void)th, (void)y, (void)x, (void)w, (void)frac, (void)fill, (void)empty;
+}
+#endif

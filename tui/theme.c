@@ -3,6 +3,7 @@
 
 #include "kvcache/kv_stats.h"
 
+#if TUI_HAVE_CURSES
 void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
     // Colourless defaults: only bold, dim, reverse and underline, so NO_COLOR stays readable.
     attr_t a[TS_COUNT] = {0};
@@ -63,6 +64,15 @@ void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
     th->utf8 = utf8;
     th->g = tui_theme_glyphs(utf8);
 }
+#else
+void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
+    (void)use_color;
+    for (int i = 0; i < TS_COUNT; i++) th->attr[i] = 0;
+    th->color = 0;
+    th->utf8 = utf8;
+    th->g = tui_theme_glyphs(utf8);
+}
+#endif
 
 int tui_theme_policy_style(uint32_t c) {
     if (c & KV_C_FULL) return (c & KV_C_WINDOW) ? TS_POL_WHITE : TS_POL_RED;

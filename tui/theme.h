@@ -1,11 +1,9 @@
 // tui/theme.h — the TUI's palette (styles → curses attributes, policy colours) and glyph sets
 // (UTF-8 or ASCII). Internal to tui/: this header and the ones below it use ncurses types.
 #pragma once
-#ifndef NCURSES_WIDECHAR
-#define NCURSES_WIDECHAR 1
-#endif
-#include <ncursesw/curses.h>
 #include <stdint.h>
+
+#include "tui/term.h"
 
 enum tui_style {
     TS_NORMAL,

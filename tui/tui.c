@@ -27,6 +27,8 @@
 #include "tui/text.h"
 #include "tui/theme.h"
 
+#if TUI_HAVE_CURSES
+
 #define STREAM_REDRAW_S 0.100 // streamed text and stats redraw at most this often
 #define LOG_RING 64
 #define LOG_LINE 240
@@ -1283,3 +1285,47 @@ int tui_screenshot(struct tui *t, char *path, size_t cap) {
     t->dirty = 1; // reading moved the cursor
     return rc;
 }
+
+#else // built without ncurses headers: no full-screen chat; app/ falls back to line mode
+
+struct tui {
+    int unused;
+};
+
+struct tui *tui_open(const struct tui_options *opt, const char *log_path, char *err, size_t errlen) {
+    (void)opt, (void)log_path;
+    if (err && errlen) snprintf(err, errlen, "kvchat was built without ncurses headers");
+    return NULL;
+}
+void tui_close(struct tui *t) { (void)t; }
+int tui_step(struct tui *t, int timeout_ms, char **text) {
+    (void)t, (void)timeout_ms;
+    *text = NULL;
+    return TUI_ACT_QUIT;
+}
+void tui_draw(struct tui *t) { (void)t; }
+void tui_set_busy(struct tui *t, int busy) { (void)t, (void)busy; }
+int tui_is_busy(const struct tui *t) { return (void)t, 0; }
+void tui_set_stats(struct tui *t, const struct tui_stats *s) { (void)t, (void)s; }
+void tui_add_sample(struct tui *t, uint64_t kv_bytes, uint64_t kv_bytes_full, int n_past) {
+    (void)t, (void)kv_bytes, (void)kv_bytes_full, (void)n_past;
+}
+void tui_reset_samples(struct tui *t) { (void)t; }
+int tui_chat_add(struct tui *t, int role, const char *text) { return (void)t, (void)role, (void)text, 0; }
+int tui_chat_stream(struct tui *t, const char *utf8, size_t len) { return (void)t, (void)utf8, (void)len, 0; }
+void tui_chat_end(struct tui *t, const char *note) { (void)t, (void)note; }
+int tui_chat_drop_last(struct tui *t, int role) { return (void)t, (void)role, -1; }
+void tui_chat_clear(struct tui *t) { (void)t; }
+void tui_chat_notef(struct tui *t, int role, const char *fmt, ...) { (void)t, (void)role, (void)fmt; }
+int tui_feed_keys(struct tui *t, const char *utf8) { return (void)t, (void)utf8, 0; }
+int tui_feed_pending(const struct tui *t) { return (void)t, 0; }
+int tui_input_empty(const struct tui *t) { return (void)t, 1; }
+void tui_log(struct tui *t, int level, const char *msg) { (void)t, (void)level, (void)msg; }
+void tui_show_log(struct tui *t) { (void)t; }
+void tui_flash(struct tui *t, const char *msg) { (void)t, (void)msg; }
+int tui_screenshot(struct tui *t, char *path, size_t cap) {
+    (void)t;
+    snprintf(path, cap, "no screen");
+    return -1;
+}
+#endif
