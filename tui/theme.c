@@ -67,7 +67,8 @@ void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
 #else
 void tui_theme_init(struct tui_theme *th, int use_color, int utf8) {
     (void)use_color;
-    for (int i = 0; i < TS_COUNT; i++) th->attr[i] = 0;
+    for (int i = 0; i < TS_COUNT; i++)
+        th->attr[i] = 0;
     th->color = 0;
     th->utf8 = utf8;
     th->g = tui_theme_glyphs(utf8);

@@ -299,7 +299,8 @@ struct tui *tui_open(const struct tui_options *opt, const char *log_path, char *
         endwin();
         delscreen(t->scr);
         uninstall_signals(t);
-        set_err(err, errlen, "terminal type '%s' cannot move the cursor", getenv("TERM") ? getenv("TERM") : "?");
+        set_err(err, errlen, "terminal type '%s' cannot move the cursor",
+                getenv("TERM") ? getenv("TERM") : "?");
         tui_history_free(&t->hist);
         tui_edit_free(&t->ed);
         dash_free(&t->dash);
