@@ -199,10 +199,15 @@ static int on_piece(void *ud, const char *s, size_t n) {
 
 static void *worker_main(void *arg) {
     struct chat_app *a = arg;
-    // Signals belong to the UI thread (its handlers only set flags, but keep them off this thread).
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    // Asynchronous signals belong to the UI thread (their handlers only set flags). Crash signals stay
+    // unblocked: a fault here must still reach the handler that restores the terminal.
+    sigset_t async;
+    sigemptyset(&async);
+    sigaddset(&async, SIGINT);
+    sigaddset(&async, SIGTERM);
+    sigaddset(&async, SIGHUP);
+    sigaddset(&async, SIGWINCH);
+    pthread_sigmask(SIG_BLOCK, &async, NULL);
     int rc = a->job == JOB_REGEN ? engine_regen(a->e, on_piece, a, &a->stop)
                                  : engine_chat_turn(a->e, a->job_text, on_piece, a, &a->stop);
     pthread_mutex_lock(&a->mu);

@@ -125,6 +125,7 @@ struct tui {
     struct tui_options opt;
     struct tui_theme th;
     SCREEN *scr;
+    char old_ctype[64]; // LC_CTYPE before tui_open
     struct sigaction old_crash[N_CRASH], old_flag[N_FLAG];
 
     struct tui_layout L;
@@ -277,7 +278,10 @@ struct tui *tui_open(const struct tui_options *opt, const char *log_path, char *
     }
     history_setup(t);
 
-    // Only LC_CTYPE: number formatting (LC_NUMERIC) stays "C" for the rest of the program.
+    // Only LC_CTYPE: number formatting (LC_NUMERIC) stays "C" for the rest of the program. The previous
+    // setting comes back at tui_close.
+    const char *old_ctype = setlocale(LC_CTYPE, NULL);
+    snprintf(t->old_ctype, sizeof t->old_ctype, "%s", old_ctype ? old_ctype : "C");
     setlocale(LC_CTYPE, "");
     int utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
 
@@ -286,6 +290,7 @@ struct tui *tui_open(const struct tui_options *opt, const char *log_path, char *
     t->scr = newterm(NULL, stdout, stdin);
     if (!t->scr) {
         uninstall_signals(t);
+        setlocale(LC_CTYPE, t->old_ctype);
         const char *term = getenv("TERM");
         set_err(err, errlen, "cannot use terminal type '%s' (check $TERM)", term ? term : "(unset)");
         tui_history_free(&t->hist);
@@ -299,6 +304,7 @@ struct tui *tui_open(const struct tui_options *opt, const char *log_path, char *
         endwin();
         delscreen(t->scr);
         uninstall_signals(t);
+        setlocale(LC_CTYPE, t->old_ctype);
         set_err(err, errlen, "terminal type '%s' cannot move the cursor",
                 getenv("TERM") ? getenv("TERM") : "?");
         tui_history_free(&t->hist);
@@ -369,6 +375,7 @@ void tui_close(struct tui *t) {
         uninstall_signals(t);
     }
     if (t->scr) delscreen(t->scr);
+    setlocale(LC_CTYPE, t->old_ctype);
     chat_view_free(&t->cv);
     tui_edit_free(&t->ed);
     tui_history_free(&t->hist);
