@@ -1,4 +1,5 @@
-// tests/ref_model.c — naive double-precision llama / gemma3 forward pass, one token at a time (see ref_model.h).
+// tests/ref_model.c — naive double-precision llama / gemma3 forward pass, one token at a time (see
+// ref_model.h).
 #include "tests/ref_model.h"
 
 #include <math.h>
@@ -22,10 +23,10 @@ struct ref_layer {
 };
 
 struct ref_model {
-    int gemma;                     // 0 llama, 1 gemma3
+    int gemma; // 0 llama, 1 gemma3
     int dim, n_layer, n_head, n_kv, hd, ffn, vocab, n_rot;
     double eps, base, base_local, pos_scale;
-    int window;                    // gemma3 sliding window of local layers
+    int window; // gemma3 sliding window of local layers
     struct ref_mat embd, out_norm, out;
     int tied;
     struct ref_layer *layers;
@@ -33,7 +34,7 @@ struct ref_model {
     ref_tie_fn tie;
     void *tie_ud;
     int n_ties, n_other;
-    double *kc, *vc;               // (n_layer, n_ctx, n_kv, hd), fp16-rounded values
+    double *kc, *vc; // (n_layer, n_ctx, n_kv, hd), fp16-rounded values
     double *x, *xn, *qv, *kv_k, *kv_v, *att, *proj, *g, *u, *hid, *score; // scratch
 };
 
@@ -43,8 +44,8 @@ static void mat_free(struct ref_mat *m) {
 }
 
 // Reads tensor `name` as [cols, rows] (GGUF ne[0] = cols) into m. 0 ok, 1 absent and optional, -1 error.
-static int load_mat(const struct gguf *g, struct ref_mat *m, const char *name, int cols, int rows, int optional,
-                    char *err, size_t errlen) {
+static int load_mat(const struct gguf *g, struct ref_mat *m, const char *name, int cols, int rows,
+                    int optional, char *err, size_t errlen) {
     const struct gguf_tensor_info *t = gguf_find_tensor(g, name);
     if (!t) {
         if (optional) return 1;
@@ -52,10 +53,11 @@ static int load_mat(const struct gguf *g, struct ref_mat *m, const char *name, i
         return -1;
     }
     long long r = 1;
-    for (int d = 1; d < t->n_dims; d++) r *= t->ne[d];
+    for (int d = 1; d < t->n_dims; d++)
+        r *= t->ne[d];
     if (t->ne[0] != cols || r != rows) {
-        snprintf(err, errlen, "ref: tensor %s has shape [%lld, %lld], want [%d, %d]", name, (long long)t->ne[0], r,
-                 cols, rows);
+        snprintf(err, errlen, "ref: tensor %s has shape [%lld, %lld], want [%d, %d]", name,
+                 (long long)t->ne[0], r, cols, rows);
         return -1;
     }
     size_t row_bytes = kn_row_bytes(t->type, cols);
@@ -75,7 +77,8 @@ static int load_mat(const struct gguf *g, struct ref_mat *m, const char *name, i
             snprintf(err, errlen, "ref: cannot dequantise tensor %s", name);
             return -1;
         }
-        for (int j = 0; j < cols; j++) m->w[(size_t)i * cols + j] = (double)tmp[j];
+        for (int j = 0; j < cols; j++)
+            m->w[(size_t)i * cols + j] = (double)tmp[j];
     }
     free(tmp);
     return 0;
@@ -105,19 +108,22 @@ void ref_model_free(struct ref_model *r) {
     if (r->layers) {
         for (int l = 0; l < r->n_layer; l++) {
             struct ref_layer *y = &r->layers[l];
-            struct ref_mat *all[] = {&y->attn_norm, &y->q,      &y->k,      &y->v,
-                                     &y->o,         &y->ffn_norm, &y->gate, &y->up,
-                                     &y->down,      &y->q_norm, &y->k_norm, &y->post_attn_norm,
-                                     &y->post_ffn_norm};
-            for (size_t i = 0; i < sizeof all / sizeof *all; i++) mat_free(all[i]);
+            struct ref_mat *all[] = {
+                &y->attn_norm,    &y->q,  &y->k,    &y->v,      &y->o,      &y->ffn_norm,
+                &y->gate,         &y->up, &y->down, &y->q_norm, &y->k_norm, &y->post_attn_norm,
+                &y->post_ffn_norm};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+                mat_free(all[i]);
         }
         free(r->layers);
     }
     mat_free(&r->embd);
     mat_free(&r->out_norm);
     if (!r->tied) mat_free(&r->out);
-    double *bufs[] = {r->kc, r->vc, r->x, r->xn, r->qv, r->kv_k, r->kv_v, r->att, r->proj, r->g, r->u, r->hid, r->score};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    double *bufs[] = {r->kc,  r->vc,   r->x, r->xn, r->qv,  r->kv_k, r->kv_v,
+                      r->att, r->proj, r->g, r->u,  r->hid, r->score};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        free(bufs[i]);
     free(r);
 }
 
@@ -141,7 +147,8 @@ static int load_all(struct ref_model *r, const struct gguf *g, int n_ctx, char *
     get_int(g, arch, "feed_forward_length", 0, &r->ffn);
     get_int(g, arch, "attention.head_count", 0, &r->n_head);
     get_int(g, arch, "attention.head_count_kv", r->n_head, &r->n_kv);
-    if (r->dim <= 0 || r->n_layer <= 0 || r->ffn <= 0 || r->n_head <= 0 || r->n_kv <= 0 || r->n_head % r->n_kv) {
+    if (r->dim <= 0 || r->n_layer <= 0 || r->ffn <= 0 || r->n_head <= 0 || r->n_kv <= 0 ||
+        r->n_head % r->n_kv) {
         snprintf(err, errlen, "ref: bad hyper-parameters");
         return -1;
     }
@@ -217,8 +224,8 @@ static int load_all(struct ref_model *r, const struct gguf *g, int n_ctx, char *
     r->u = calloc((size_t)r->ffn, sizeof(double));
     r->hid = calloc((size_t)r->ffn, sizeof(double));
     r->score = calloc((size_t)n_ctx, sizeof(double));
-    if (!r->kc || !r->vc || !r->x || !r->xn || !r->qv || !r->kv_k || !r->kv_v || !r->att || !r->proj || !r->g ||
-        !r->u || !r->hid || !r->score) {
+    if (!r->kc || !r->vc || !r->x || !r->xn || !r->qv || !r->kv_k || !r->kv_v || !r->att || !r->proj ||
+        !r->g || !r->u || !r->hid || !r->score) {
         snprintf(err, errlen, "ref: out of memory");
         return -1;
     }
@@ -267,7 +274,8 @@ static void matvec(const struct ref_mat *m, const double *x, double *y) {
     for (int i = 0; i < m->rows; i++) {
         double s = 0.0;
         const double *w = m->w + (size_t)i * m->cols;
-        for (int j = 0; j < m->cols; j++) s += w[j] * x[j];
+        for (int j = 0; j < m->cols; j++)
+            s += w[j] * x[j];
         y[i] = s;
     }
 }
@@ -275,9 +283,11 @@ static void matvec(const struct ref_mat *m, const double *x, double *y) {
 // y = x / sqrt(mean(x^2) + eps) * w, over n values (y may be x)
 static void rmsnorm(double *y, const double *x, const double *w, int n, double eps) {
     double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
     double inv = 1.0 / sqrt(ss / n + eps);
-    for (int i = 0; i < n; i++) y[i] = x[i] * inv * w[i];
+    for (int i = 0; i < n; i++)
+        y[i] = x[i] * inv * w[i];
 }
 
 // Rotates one head's first n_rot values: pairs (2i, 2i+1) for llama, (i, i + n_rot/2) for gemma3 (NEOX).
@@ -295,9 +305,11 @@ static void rotate(double *v, int n_rot, int neox, double pos, double base) {
 static double fp16(double x) { return (double)kn_half_to_float(kn_float_to_half((float)x)); }
 
 // Rounds one head's key or value vector src (hd) to fp16 into dst, resolving ties through the oracle.
-static void store_fp16(struct ref_model *r, double *dst, const double *src, int layer, int pos, int h, int is_v) {
+static void store_fp16(struct ref_model *r, double *dst, const double *src, int layer, int pos, int h,
+                       int is_v) {
     double ss = 0.0;
-    for (int d = 0; d < r->hd; d++) ss += src[d] * src[d];
+    for (int d = 0; d < r->hd; d++)
+        ss += src[d] * src[d];
     double rms = sqrt(ss / r->hd);
     for (int d = 0; d < r->hd; d++) {
         double x = src[d], tol = REF_TIE_EPS * (fabs(x) + rms);
@@ -306,7 +318,8 @@ static void store_fp16(struct ref_model *r, double *dst, const double *src, int 
         if (lo == hi) continue;
         r->n_ties++;
         float got;
-        if (r->tie && r->tie(r->tie_ud, layer, pos, h, is_v, d, &got) == 0 && ((double)got == lo || (double)got == hi)) {
+        if (r->tie && r->tie(r->tie_ud, layer, pos, h, is_v, d, &got) == 0 &&
+            ((double)got == lo || (double)got == hi)) {
             dst[d] = (double)got;
             r->n_other += (double)got != own;
         }
@@ -318,9 +331,11 @@ int ref_model_step(struct ref_model *r, int token, double *logits) {
     int D = r->dim, hd = r->hd, KD = r->n_kv * hd, p = r->n_past;
     int group = r->n_head / r->n_kv;
     double *x = r->x;
-    for (int i = 0; i < D; i++) x[i] = r->embd.w[(size_t)token * D + i];
+    for (int i = 0; i < D; i++)
+        x[i] = r->embd.w[(size_t)token * D + i];
     if (r->gemma)
-        for (int i = 0; i < D; i++) x[i] *= sqrt((double)D);
+        for (int i = 0; i < D; i++)
+            x[i] *= sqrt((double)D);
     for (int l = 0; l < r->n_layer; l++) {
         const struct ref_layer *y = &r->layers[l];
         int local = r->gemma && (l + 1) % 6 != 0;
@@ -329,19 +344,24 @@ int ref_model_step(struct ref_model *r, int token, double *logits) {
         matvec(&y->k, r->xn, r->kv_k);
         matvec(&y->v, r->xn, r->kv_v);
         if (r->gemma) {
-            for (int h = 0; h < r->n_head; h++) rmsnorm(r->qv + h * hd, r->qv + h * hd, y->q_norm.w, hd, r->eps);
-            for (int h = 0; h < r->n_kv; h++) rmsnorm(r->kv_k + h * hd, r->kv_k + h * hd, y->k_norm.w, hd, r->eps);
+            for (int h = 0; h < r->n_head; h++)
+                rmsnorm(r->qv + h * hd, r->qv + h * hd, y->q_norm.w, hd, r->eps);
+            for (int h = 0; h < r->n_kv; h++)
+                rmsnorm(r->kv_k + h * hd, r->kv_k + h * hd, y->k_norm.w, hd, r->eps);
         }
         double base = local ? r->base_local : r->base;
         double pos = local ? (double)p : (double)p * r->pos_scale;
-        for (int h = 0; h < r->n_head; h++) rotate(r->qv + h * hd, r->n_rot, r->gemma, pos, base);
-        for (int h = 0; h < r->n_kv; h++) rotate(r->kv_k + h * hd, r->n_rot, r->gemma, pos, base);
+        for (int h = 0; h < r->n_head; h++)
+            rotate(r->qv + h * hd, r->n_rot, r->gemma, pos, base);
+        for (int h = 0; h < r->n_kv; h++)
+            rotate(r->kv_k + h * hd, r->n_rot, r->gemma, pos, base);
         double *kl = r->kc + ((size_t)l * r->n_ctx) * KD, *vl = r->vc + ((size_t)l * r->n_ctx) * KD;
         for (int h = 0; h < r->n_kv; h++) {
             store_fp16(r, kl + (size_t)p * KD + h * hd, r->kv_k + h * hd, l, p, h, 0);
             store_fp16(r, vl + (size_t)p * KD + h * hd, r->kv_v + h * hd, l, p, h, 1);
         }
-        int first = local && p - r->window + 1 > 0 ? p - r->window + 1 : 0; // local: the last `window` positions
+        int first =
+            local && p - r->window + 1 > 0 ? p - r->window + 1 : 0; // local: the last `window` positions
         for (int h = 0; h < r->n_head; h++) {
             int kh = h / group;
             const double *q = r->qv + h * hd;
@@ -349,7 +369,8 @@ int ref_model_step(struct ref_model *r, int token, double *logits) {
             for (int j = first; j <= p; j++) {
                 const double *k = kl + (size_t)j * KD + kh * hd;
                 double s = 0.0;
-                for (int d = 0; d < hd; d++) s += q[d] * k[d];
+                for (int d = 0; d < hd; d++)
+                    s += q[d] * k[d];
                 s /= sqrt((double)hd);
                 r->score[j] = s;
                 if (s > mx) mx = s;
@@ -360,15 +381,18 @@ int ref_model_step(struct ref_model *r, int token, double *logits) {
                 sum += r->score[j];
             }
             double *o = r->att + h * hd;
-            for (int d = 0; d < hd; d++) o[d] = 0.0;
+            for (int d = 0; d < hd; d++)
+                o[d] = 0.0;
             for (int j = first; j <= p; j++) {
                 const double *v = vl + (size_t)j * KD + kh * hd;
-                for (int d = 0; d < hd; d++) o[d] += r->score[j] / sum * v[d];
+                for (int d = 0; d < hd; d++)
+                    o[d] += r->score[j] / sum * v[d];
             }
         }
         matvec(&y->o, r->att, r->proj);
         if (r->gemma) rmsnorm(r->proj, r->proj, y->post_attn_norm.w, D, r->eps);
-        for (int i = 0; i < D; i++) x[i] += r->proj[i];
+        for (int i = 0; i < D; i++)
+            x[i] += r->proj[i];
         rmsnorm(r->xn, x, y->ffn_norm.w, D, r->eps);
         matvec(&y->gate, r->xn, r->g);
         matvec(&y->up, r->xn, r->u);
@@ -382,7 +406,8 @@ int ref_model_step(struct ref_model *r, int token, double *logits) {
         }
         matvec(&y->down, r->hid, r->proj);
         if (r->gemma) rmsnorm(r->proj, r->proj, y->post_ffn_norm.w, D, r->eps);
-        for (int i = 0; i < D; i++) x[i] += r->proj[i];
+        for (int i = 0; i < D; i++)
+            x[i] += r->proj[i];
     }
     rmsnorm(r->xn, x, r->out_norm.w, D, r->eps);
     matvec(&r->out, r->xn, logits);

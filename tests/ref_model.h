@@ -1,16 +1,17 @@
-// tests/ref_model.h — a deliberately naive double-precision reference forward pass (llama, gemma3) over a GGUF.
+// tests/ref_model.h — a deliberately naive double-precision reference forward pass (llama, gemma3) over a
+// GGUF.
 //
 // Written apart from model/model.c (it shares none of its code) so the two can be checked against each other.
-// Weights are dequantised once with kn_dequant_row and held as doubles; every token is run alone through plain
-// loops in double precision. Numerics contract shared with kvchat (not code): keys (after RoPE) and values are
-// rounded to IEEE fp16 (round to nearest even) when stored, because the KV cache stores them that way; all other
-// arithmetic is exact up to double rounding.
+// Weights are dequantised once with kn_dequant_row and held as doubles; every token is run alone through
+// plain loops in double precision. Numerics contract shared with kvchat (not code): keys (after RoPE) and
+// values are rounded to IEEE fp16 (round to nearest even) when stored, because the KV cache stores them that
+// way; all other arithmetic is exact up to double rounding.
 //
 // Rounding ties: kvchat computes K and V in fp32, so a value that lies within fp32 noise of an fp16 rounding
-// midpoint may round to either neighbour, and one such flip moves logits by ~1e-4 (relative) downstream. With a
-// tie oracle set, the reference asks it, for exactly those values (|x - midpoint| <= REF_TIE_EPS * (|x| + rms of
-// the head's vector)), which value kvchat stored, and takes it when it is one of the two neighbours; every other
-// value is rounded by the reference itself.
+// midpoint may round to either neighbour, and one such flip moves logits by ~1e-4 (relative) downstream. With
+// a tie oracle set, the reference asks it, for exactly those values (|x - midpoint| <= REF_TIE_EPS * (|x| +
+// rms of the head's vector)), which value kvchat stored, and takes it when it is one of the two neighbours;
+// every other value is rounded by the reference itself.
 #pragma once
 #include <stddef.h>
 

@@ -1,4 +1,5 @@
-// tests/test_model.c — the forward pass against a naive reference (tests/ref_model.c) on random-weight llama and gemma3 GGUFs, stories260K (llama2.c and as GGUF), and bad model files.
+// tests/test_model.c — the forward pass against a naive reference (tests/ref_model.c) on random-weight llama
+// and gemma3 GGUFs, stories260K (llama2.c and as GGUF), and bad model files.
 #include "model/model.h"
 
 #include <math.h>
@@ -16,10 +17,7 @@
 #include "tests/test.h"
 #include "tokenizer/tok.h"
 
-#define TOL 1e-4
-#ifndef QK_GAIN
-#define QK_GAIN 1.0
-#endif // max |kvchat - ref| / max |ref| over a position's logits
+#define TOL 1e-4 // max |kvchat - ref| / max |ref| over a position's logits
 
 static char tmpdir[256];
 
@@ -57,20 +55,23 @@ static double rng_gauss(uint64_t *s) {
 // ---- random-weight GGUF fixtures --------------------------------------------------------------------
 
 struct fx {
-    const char *arch;       // "llama" or "gemma3"
+    const char *arch; // "llama" or "gemma3"
     int D, L, H, Hkv, hd, F, V, window;
-    const int *types;       // matrix types, cycled over the matrices in file order
+    const int *types; // matrix types, cycled over the matrices in file order
     int n_types;
-    int tied;               // no output.weight
-    float base;             // rope.freq_base
-    float base_swa;         // gemma3: rope.freq_base_swa written when > 0
+    int tied;       // no output.weight
+    float base;     // rope.freq_base
+    float base_swa; // gemma3: rope.freq_base_swa written when > 0
     uint64_t seed;
+    double qk_std; // std of attn_q/attn_k weights times sqrt(dim) (0 = 1); gemma3's QK-norm inputs
+                   // then have rms ~qk_std, and the norm's epsilon matters when that is small
 };
 
 static void put_tensor(struct gguf_writer *w, const char *name, int type, int cols, int rows, double std,
                        double mean, uint64_t *rng) {
     float *v = malloc((size_t)cols * rows * sizeof *v);
-    for (size_t i = 0; i < (size_t)cols * rows; i++) v[i] = (float)(mean + std * rng_gauss(rng));
+    for (size_t i = 0; i < (size_t)cols * rows; i++)
+        v[i] = (float)(mean + std * rng_gauss(rng));
     int64_t ne[2] = {cols, rows};
     int rc = gguf_w_tensor_f32(w, name, type, rows == 1 ? 1 : 2, ne, v);
     if (rc) fprintf(stderr, "fixture: cannot add %s\n", name);
@@ -105,7 +106,8 @@ static void put_vocab(struct gguf_writer *w, int V) {
     gguf_w_u32(w, "tokenizer.ggml.eos_token_id", 2);
     gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", 0);
     gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", 1);
-    for (int i = 0; i < V; i++) free(pieces[i]);
+    for (int i = 0; i < V; i++)
+        free(pieces[i]);
     free(pieces);
     free(scores);
     free(types);
@@ -127,7 +129,8 @@ static int fx_write(const struct fx *f, const char *path, int brk) {
     gguf_w_u32(w, KEY("block_count"), brk == FX_ZERO_LAYERS ? 0 : (uint32_t)f->L);
     gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)f->F);
     gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)f->H);
-    gguf_w_u32(w, KEY("attention.head_count_kv"), brk == FX_BAD_HEADS ? (uint32_t)f->H - 1 : (uint32_t)f->Hkv);
+    gguf_w_u32(w, KEY("attention.head_count_kv"),
+               brk == FX_BAD_HEADS ? (uint32_t)f->H - 1 : (uint32_t)f->Hkv);
     gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), gemma ? 1e-6f : 1e-5f);
     gguf_w_f32(w, KEY("rope.freq_base"), f->base);
     if (gemma) {
@@ -142,20 +145,20 @@ static int fx_write(const struct fx *f, const char *path, int brk) {
     put_vocab(w, f->V);
     int D = f->D, QD = f->H * f->hd, KD = f->Hkv * f->hd, ti = 0;
 #define TYPE() (f->types[ti++ % f->n_types])
-    double emb_std = gemma ? 1.0 / sqrt((double)D) : 1.0;
+    double emb_std = gemma ? 1.0 / sqrt((double)D) : 1.0, qk = f->qk_std > 0 ? f->qk_std : 1.0;
     put_tensor(w, "token_embd.weight", TYPE(), D, f->V, emb_std, 0.0, &rng);
     put_tensor(w, "output_norm.weight", KN_F32, D, 1, 0.1, 1.0, &rng);
     if (!f->tied) put_tensor(w, "output.weight", TYPE(), D, f->V, 1.0 / sqrt((double)D), 0.0, &rng);
     for (int l = 0; l < f->L; l++) {
         char nm[96];
-#define T(suffix, type, cols, rows, std, mean)                                                         \
-    do {                                                                                             \
-        snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, suffix);                                      \
-        put_tensor(w, nm, type, cols, rows, std, mean, &rng);                                        \
+#define T(suffix, type, cols, rows, std, mean)                                                               \
+    do {                                                                                                     \
+        snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, suffix);                                              \
+        put_tensor(w, nm, type, cols, rows, std, mean, &rng);                                                \
     } while (0)
         T("attn_norm", KN_F32, D, 1, 0.1, 1.0);
-        T("attn_q", TYPE(), D, QD, QK_GAIN / sqrt((double)D), 0.0);
-        if (!(brk == FX_NO_TENSOR && l == f->L - 1)) T("attn_k", TYPE(), D, KD, QK_GAIN / sqrt((double)D), 0.0);
+        T("attn_q", TYPE(), D, QD, qk / sqrt((double)D), 0.0);
+        if (!(brk == FX_NO_TENSOR && l == f->L - 1)) T("attn_k", TYPE(), D, KD, qk / sqrt((double)D), 0.0);
         T("attn_v", TYPE(), D, brk == FX_BAD_SHAPE && l == 0 ? KD + 32 : KD, 1.0 / sqrt((double)D), 0.0);
         T("attn_output", TYPE(), QD, D, 1.0 / sqrt((double)QD), 0.0);
         T("ffn_norm", KN_F32, D, 1, 0.1, 1.0);
@@ -163,8 +166,8 @@ static int fx_write(const struct fx *f, const char *path, int brk) {
         T("ffn_up", TYPE(), D, f->F, 1.0 / sqrt((double)D), 0.0);
         T("ffn_down", TYPE(), f->F, D, 1.0 / sqrt((double)f->F), 0.0);
         if (gemma) {
-            T("attn_q_norm", KN_F32, f->hd, 1, 0.1 * QK_GAIN, QK_GAIN);
-            T("attn_k_norm", KN_F32, f->hd, 1, 0.1 * QK_GAIN, QK_GAIN);
+            T("attn_q_norm", KN_F32, f->hd, 1, 0.1, 1.0);
+            T("attn_k_norm", KN_F32, f->hd, 1, 0.1, 1.0);
             T("post_attention_norm", KN_F32, D, 1, 0.1, 1.0);
             T("post_ffw_norm", KN_F32, D, 1, 0.1, 1.0);
         }
@@ -195,12 +198,16 @@ struct rec {
 static void r_free(struct kn_backend *be) { (void)be; }
 static void *r_alloc(struct kn_backend *be, size_t n, int tag) { return IN(be)->ops->alloc(IN(be), n, tag); }
 static void r_dealloc(struct kn_backend *be, void *p) { IN(be)->ops->dealloc(IN(be), p); }
-static int r_upload(struct kn_backend *be, void *d, const void *s, size_t n) { return IN(be)->ops->upload(IN(be), d, s, n); }
+static int r_upload(struct kn_backend *be, void *d, const void *s, size_t n) {
+    return IN(be)->ops->upload(IN(be), d, s, n);
+}
 static int r_download(struct kn_backend *be, void *d, const void *s, size_t n) {
     return IN(be)->ops->download(IN(be), d, s, n);
 }
 static int r_memset0(struct kn_backend *be, void *d, size_t n) { return IN(be)->ops->memset0(IN(be), d, n); }
-static int r_tload(struct kn_backend *be, struct kn_tensor *t, const void *h) { return IN(be)->ops->tensor_load(IN(be), t, h); }
+static int r_tload(struct kn_backend *be, struct kn_tensor *t, const void *h) {
+    return IN(be)->ops->tensor_load(IN(be), t, h);
+}
 static void r_tunload(struct kn_backend *be, struct kn_tensor *t) { IN(be)->ops->tensor_unload(IN(be), t); }
 static void r_mem(struct kn_backend *be, struct kn_mem *m) { IN(be)->ops->mem_info(IN(be), m); }
 static int r_sync(struct kn_backend *be) { return IN(be)->ops->sync(IN(be)); }
@@ -210,15 +217,20 @@ static void r_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w,
 static void r_rows(struct kn_backend *be, float *y, const struct kn_tensor *w, const int32_t *ids, int n) {
     IN(be)->ops->get_rows(IN(be), y, w, ids, n);
 }
-static void r_rms(struct kn_backend *be, float *y, const float *x, const struct kn_tensor *w, int n, int d, float e) {
+static void r_rms(struct kn_backend *be, float *y, const float *x, const struct kn_tensor *w, int n, int d,
+                  float e) {
     IN(be)->ops->rmsnorm(IN(be), y, x, w, n, d, e);
 }
-static void r_rope(struct kn_backend *be, float *x, const int32_t *pos, int n, int nh, int hd, int nr, float b,
-                   float fs, int mode) {
+static void r_rope(struct kn_backend *be, float *x, const int32_t *pos, int n, int nh, int hd, int nr,
+                   float b, float fs, int mode) {
     IN(be)->ops->rope(IN(be), x, pos, n, nh, hd, nr, b, fs, mode);
 }
-static void r_add(struct kn_backend *be, float *y, const float *x, size_t n) { IN(be)->ops->add(IN(be), y, x, n); }
-static void r_scale(struct kn_backend *be, float *y, float s, size_t n) { IN(be)->ops->scale(IN(be), y, s, n); }
+static void r_add(struct kn_backend *be, float *y, const float *x, size_t n) {
+    IN(be)->ops->add(IN(be), y, x, n);
+}
+static void r_scale(struct kn_backend *be, float *y, float s, size_t n) {
+    IN(be)->ops->scale(IN(be), y, s, n);
+}
 static void r_glu(struct kn_backend *be, float *y, const float *g, const float *u, size_t n, int act) {
     IN(be)->ops->glu(IN(be), y, g, u, n, act);
 }
@@ -233,8 +245,10 @@ static void r_kv_store(struct kn_backend *be, const struct kv_slot *dst, const f
         if (pos[t] < 0 || pos[t] >= r->n_ctx) continue;
         for (int h = 0; h < n_head_kv; h++) {
             const struct kv_slot *s = &dst[(size_t)t * n_head_kv + h];
-            const kn_half *ks = (const kn_half *)((const char *)s->block + kv_fp_off_k(D)) + (size_t)s->slot * D;
-            const kn_half *vs = (const kn_half *)((const char *)s->block + kv_fp_off_v(D)) + (size_t)s->slot * D;
+            const kn_half *ks =
+                (const kn_half *)((const char *)s->block + kv_fp_off_k(D)) + (size_t)s->slot * D;
+            const kn_half *vs =
+                (const kn_half *)((const char *)s->block + kv_fp_off_v(D)) + (size_t)s->slot * D;
             size_t o = (((size_t)layer * r->n_ctx + pos[t]) * n_head_kv + h) * D;
             for (int d = 0; d < D; d++) {
                 r->k[o + d] = kn_half_to_float(ks[d]);
@@ -249,7 +263,9 @@ static void r_kv_move(struct kn_backend *be, const struct kv_slot *s, const stru
 static void r_kv_quant(struct kn_backend *be, const struct kv_qjob *j, int n, struct kv_qfmt f) {
     IN(be)->ops->kv_quant(IN(be), j, n, f);
 }
-static int r_argmax(struct kn_backend *be, const float *x, int n) { return IN(be)->ops->argmax(IN(be), x, n); }
+static int r_argmax(struct kn_backend *be, const float *x, int n) {
+    return IN(be)->ops->argmax(IN(be), x, n);
+}
 static const char *r_err(struct kn_backend *be) { return IN(be)->ops->last_error(IN(be)); }
 #undef IN
 
@@ -257,11 +273,30 @@ static void rec_init(struct rec *r, struct kn_backend *in) {
     memset(r, 0, sizeof *r);
     r->in = in;
     r->ops = (struct kn_ops){
-        .name = in->ops->name, .free = r_free, .alloc = r_alloc, .dealloc = r_dealloc, .upload = r_upload,
-        .download = r_download, .memset0 = r_memset0, .tensor_load = r_tload, .tensor_unload = r_tunload,
-        .mem_info = r_mem, .sync = r_sync, .matmul = r_matmul, .get_rows = r_rows, .rmsnorm = r_rms,
-        .rope = r_rope, .add = r_add, .scale = r_scale, .glu = r_glu, .attention = r_attn, .kv_store = r_kv_store,
-        .kv_move = r_kv_move, .kv_quant = r_kv_quant, .argmax = r_argmax, .last_error = r_err,
+        .name = in->ops->name,
+        .free = r_free,
+        .alloc = r_alloc,
+        .dealloc = r_dealloc,
+        .upload = r_upload,
+        .download = r_download,
+        .memset0 = r_memset0,
+        .tensor_load = r_tload,
+        .tensor_unload = r_tunload,
+        .mem_info = r_mem,
+        .sync = r_sync,
+        .matmul = r_matmul,
+        .get_rows = r_rows,
+        .rmsnorm = r_rms,
+        .rope = r_rope,
+        .add = r_add,
+        .scale = r_scale,
+        .glu = r_glu,
+        .attention = r_attn,
+        .kv_store = r_kv_store,
+        .kv_move = r_kv_move,
+        .kv_quant = r_kv_quant,
+        .argmax = r_argmax,
+        .last_error = r_err,
     };
     r->base.ops = &r->ops;
 }
@@ -330,8 +365,10 @@ static struct kv_cache *kv_new(struct kn_backend *be, const struct model *m, int
 static int fwd(struct model *m, struct kv_cache *kv, const int32_t *tok, int pos0, int n, int phase, int all,
                float *logits) {
     int32_t *pos = malloc((size_t)n * sizeof *pos);
-    for (int i = 0; i < n; i++) pos[i] = pos0 + i;
-    struct model_batch b = {.tokens = tok, .pos = pos, .flags = NULL, .n = n, .phase = phase, .logits_all = all};
+    for (int i = 0; i < n; i++)
+        pos[i] = pos0 + i;
+    struct model_batch b = {
+        .tokens = tok, .pos = pos, .flags = NULL, .n = n, .phase = phase, .logits_all = all};
     char err[256];
     int rc = model_forward(m, kv, &b, logits, err, sizeof err);
     if (rc) fprintf(stderr, "model_forward: %s\n", err);
@@ -393,7 +430,8 @@ static int check_retained(struct kv_cache *kv, const struct model *m) {
             int want = win[l] > 0 && win[l] < n_past ? win[l] : n_past;
             int got = s.heads[l * c->n_head_kv + h].retained;
             if (got != want) {
-                fprintf(stderr, "layer %d head %d: retained %d, want %d (n_past %d)\n", l, h, got, want, n_past);
+                fprintf(stderr, "layer %d head %d: retained %d, want %d (n_past %d)\n", l, h, got, want,
+                        n_past);
                 ok = 0;
             }
         }
@@ -402,15 +440,15 @@ static int check_retained(struct kv_cache *kv, const struct model *m) {
 }
 
 struct errs {
-    double run[3];          // batch, decode, prefill+decode: max relative error vs the reference
-    double batch_vs_decode; // kvchat against itself
+    double run[3];            // batch, decode, prefill+decode: max relative error vs the reference
+    double batch_vs_decode;   // kvchat against itself
     int ties, other, kv_diff; // over the three runs: fp16 ties met, ties kvchat rounded the other way, K/V
                               // values that still differ from the reference's
 };
 
 // Compares the reference (with run's K/V as tie oracle) with logits (n, V); returns the max relative error.
-static double versus_ref(struct ref_model *r, const int32_t *tok, int n, const float *logits, struct kv_rec *run,
-                         struct errs *e) {
+static double versus_ref(struct ref_model *r, const int32_t *tok, int n, const float *logits,
+                         struct kv_rec *run, struct errs *e) {
     ref_model_set_tie_oracle(r, rec_oracle, run);
     int V = ref_model_n_vocab(r);
     double *want = ref_logits(r, tok, n), worst = 0.0;
@@ -428,7 +466,8 @@ static double versus_ref(struct ref_model *r, const int32_t *tok, int n, const f
             for (int h = 0; h < s->n_kv; h++) {
                 size_t o = (((size_t)l * s->n_ctx + p) * s->n_kv + h) * s->hd;
                 const double *rk = ref_model_kv(r, l, p, h, 0), *rv = ref_model_kv(r, l, p, h, 1);
-                for (int d = 0; d < s->hd; d++) e->kv_diff += (rk[d] != run->k[o + d]) + (rv[d] != run->v[o + d]);
+                for (int d = 0; d < s->hd; d++)
+                    e->kv_diff += (rk[d] != run->k[o + d]) + (rv[d] != run->v[o + d]);
             }
     ref_model_set_tie_oracle(r, NULL, NULL);
     free(want);
@@ -457,10 +496,12 @@ static struct errs run_fixture(struct rec *rb, const char *path, int n, int n_sp
     CHECK_EQ_INT(V, ref_model_n_vocab(r));
     rec_reset(rb, c, n);
     int32_t *tok = malloc((size_t)n * sizeof *tok);
-    for (int i = 0; i < n; i++) tok[i] = (int32_t)(rng_next(&seed) % (uint64_t)V);
+    for (int i = 0; i < n; i++)
+        tok[i] = (int32_t)(rng_next(&seed) % (uint64_t)V);
     float *lg[3];
     struct kv_rec runs[3];
-    for (int k = 0; k < 3; k++) lg[k] = malloc((size_t)n * V * sizeof(float));
+    for (int k = 0; k < 3; k++)
+        lg[k] = malloc((size_t)n * V * sizeof(float));
     int win_ok = 1;
 
     // 1. one batch, logits of every position
@@ -491,7 +532,8 @@ static struct errs run_fixture(struct rec *rb, const char *path, int n, int n_sp
     CHECK(fwd(m, kv, tok, n, 1, KV_PHASE_DECODE, 0, spare) != 0);
     free(spare);
 
-    for (int k = 0; k < 3; k++) e.run[k] = versus_ref(r, tok, n, lg[k], &runs[k], &e);
+    for (int k = 0; k < 3; k++)
+        e.run[k] = versus_ref(r, tok, n, lg[k], &runs[k], &e);
     e.batch_vs_decode = 0.0;
     for (int i = 0; i < n; i++) {
         double x = rel_err_ff(lg[0] + (size_t)i * V, lg[1] + (size_t)i * V, V);
@@ -528,14 +570,36 @@ static void test_llama_types(struct rec *be) {
     static const int kq[] = {KN_Q4_K, KN_Q5_K, KN_Q6_K};
     char name[64];
     for (size_t i = 0; i < sizeof legacy / sizeof *legacy; i++) {
-        struct fx f = {"llama", 64, 3, 4, 2, 16, 96, 300, 0, &legacy[i], 1, 0, 10000.0f, 0.0f, 100 + i};
+        struct fx f = {.arch = "llama",
+                       .D = 64,
+                       .L = 3,
+                       .H = 4,
+                       .Hkv = 2,
+                       .hd = 16,
+                       .F = 96,
+                       .V = 300,
+                       .types = &legacy[i],
+                       .n_types = 1,
+                       .base = 10000.0f,
+                       .seed = 100 + i};
         snprintf(name, sizeof name, "llama-%s.gguf", kn_type_name(legacy[i]));
         const char *p = tmp_file(name);
         CHECK(fx_write(&f, p, FX_OK) == 0);
         check_errs(name, run_fixture(be, p, 20, 7, 7 + i, 0));
     }
     for (size_t i = 0; i < sizeof kq / sizeof *kq; i++) {
-        struct fx f = {"llama", 256, 2, 4, 2, 64, 512, 300, 0, &kq[i], 1, 0, 10000.0f, 0.0f, 200 + i};
+        struct fx f = {.arch = "llama",
+                       .D = 256,
+                       .L = 2,
+                       .H = 4,
+                       .Hkv = 2,
+                       .hd = 64,
+                       .F = 512,
+                       .V = 300,
+                       .types = &kq[i],
+                       .n_types = 1,
+                       .base = 10000.0f,
+                       .seed = 200 + i};
         snprintf(name, sizeof name, "llama-%s.gguf", kn_type_name(kq[i]));
         const char *p = tmp_file(name);
         CHECK(fx_write(&f, p, FX_OK) == 0);
@@ -543,13 +607,36 @@ static void test_llama_types(struct rec *be) {
     }
     // every type in one model (tied output), legacy rows
     static const int mix[] = {KN_Q4_0, KN_F16, KN_Q8_0, KN_Q5_1, KN_BF16, KN_Q4_1, KN_F32, KN_Q5_0};
-    struct fx f = {"llama", 64, 3, 4, 1, 16, 96, 300, 0, mix, 8, 1, 10000.0f, 0.0f, 300};
+    struct fx f = {.arch = "llama",
+                   .D = 64,
+                   .L = 3,
+                   .H = 4,
+                   .Hkv = 1,
+                   .hd = 16,
+                   .F = 96,
+                   .V = 300,
+                   .types = mix,
+                   .n_types = 8,
+                   .tied = 1,
+                   .base = 10000.0f,
+                   .seed = 300};
     const char *p = tmp_file("llama-mix-tied.gguf");
     CHECK(fx_write(&f, p, FX_OK) == 0);
     check_errs("llama-mix-tied (MQA)", run_fixture(be, p, 20, 12, 33, 0));
     // k-quants mixed with legacy types, as a Q4_K_M file is
     static const int kmix[] = {KN_Q6_K, KN_Q4_K, KN_Q5_0, KN_Q5_K, KN_Q8_0, KN_Q4_K, KN_F16};
-    struct fx g = {"llama", 256, 2, 8, 2, 32, 512, 300, 0, kmix, 7, 0, 500000.0f, 0.0f, 301};
+    struct fx g = {.arch = "llama",
+                   .D = 256,
+                   .L = 2,
+                   .H = 8,
+                   .Hkv = 2,
+                   .hd = 32,
+                   .F = 512,
+                   .V = 300,
+                   .types = kmix,
+                   .n_types = 7,
+                   .base = 500000.0f,
+                   .seed = 301};
     p = tmp_file("llama-kmix.gguf");
     CHECK(fx_write(&g, p, FX_OK) == 0);
     check_errs("llama-kmix", run_fixture(be, p, 20, 5, 34, 0));
@@ -563,7 +650,18 @@ static void test_llama_types(struct rec *be) {
 // A prompt longer than one micro-batch (model_ubatch), then decoding.
 static void test_long_prompt(struct rec *be) {
     static const int t[] = {KN_Q8_0, KN_F16};
-    struct fx f = {"llama", 64, 2, 4, 2, 16, 96, 300, 0, t, 2, 0, 10000.0f, 0.0f, 400};
+    struct fx f = {.arch = "llama",
+                   .D = 64,
+                   .L = 2,
+                   .H = 4,
+                   .Hkv = 2,
+                   .hd = 16,
+                   .F = 96,
+                   .V = 300,
+                   .types = t,
+                   .n_types = 2,
+                   .base = 10000.0f,
+                   .seed = 400};
     const char *p = tmp_file("llama-long.gguf");
     CHECK(fx_write(&f, p, FX_OK) == 0);
     char err[256];
@@ -580,7 +678,20 @@ static void test_long_prompt(struct rec *be) {
 static void test_gemma(struct rec *be) {
     static const int t[] = {KN_Q8_0, KN_Q4_0, KN_F16, KN_Q5_0, KN_Q5_1, KN_BF16, KN_F32, KN_Q4_1};
     // head_dim 32 (Q = 128 != dim 64), MQA, 7 layers: layer 5 global, the others sliding (window 8)
-    struct fx f = {"gemma3", 64, 7, 4, 1, 32, 128, 300, 8, t, 8, 1, 1000000.0f, 0.0f, 500};
+    struct fx f = {.arch = "gemma3",
+                   .D = 64,
+                   .L = 7,
+                   .H = 4,
+                   .Hkv = 1,
+                   .hd = 32,
+                   .F = 128,
+                   .V = 300,
+                   .window = 8,
+                   .types = t,
+                   .n_types = 8,
+                   .tied = 1,
+                   .base = 1000000.0f,
+                   .seed = 500};
     const char *p = tmp_file("gemma3-mix.gguf");
     CHECK(fx_write(&f, p, FX_OK) == 0);
     char err[256];
@@ -588,17 +699,47 @@ static void test_gemma(struct rec *be) {
     CHECK_MSG(m != NULL, "%s", err);
     if (m) {
         const int *w = model_layer_windows(m);
-        for (int l = 0; l < 7; l++) CHECK_EQ_INT(w[l], l == 5 ? 0 : 8);
+        for (int l = 0; l < 7; l++)
+            CHECK_EQ_INT(w[l], l == 5 ? 0 : 8);
         model_free(m);
     }
     check_errs("gemma3-mix w8", run_fixture(be, p, 30, 12, 51, 1));
     // k-quants, head_dim 64, and a file that names its local rope base (llama.cpp's rope.freq_base_swa)
     static const int k[] = {KN_Q4_K, KN_Q6_K, KN_Q5_K, KN_Q8_0};
-    struct fx g = {"gemma3", 256, 7, 4, 1, 64, 512, 300, 8, k, 4, 1, 1000000.0f, 0.0f, 501};
+    struct fx g = {.arch = "gemma3",
+                   .D = 256,
+                   .L = 7,
+                   .H = 4,
+                   .Hkv = 1,
+                   .hd = 64,
+                   .F = 512,
+                   .V = 300,
+                   .window = 8,
+                   .types = k,
+                   .n_types = 4,
+                   .tied = 1,
+                   .base = 1000000.0f,
+                   .seed = 501};
     p = tmp_file("gemma3-kquant.gguf");
     CHECK(fx_write(&g, p, FX_OK) == 0);
     check_errs("gemma3-kquant w8", run_fixture(be, p, 30, 20, 52, 1));
-    struct fx h = {"gemma3", 64, 7, 2, 1, 32, 128, 300, 5, t, 8, 1, 1000000.0f, 1000.0f, 502};
+    // ... with small QK-norm inputs (rms ~3e-3), where its epsilon (1e-6) counts
+    struct fx h = {.arch = "gemma3",
+                   .D = 64,
+                   .L = 7,
+                   .H = 2,
+                   .Hkv = 1,
+                   .hd = 32,
+                   .F = 128,
+                   .V = 300,
+                   .window = 5,
+                   .types = t,
+                   .n_types = 8,
+                   .tied = 1,
+                   .base = 1000000.0f,
+                   .base_swa = 1000.0f,
+                   .seed = 502,
+                   .qk_std = 0.003};
     p = tmp_file("gemma3-swa-base.gguf");
     CHECK(fx_write(&h, p, FX_OK) == 0);
     check_errs("gemma3 freq_base_swa w5", run_fixture(be, p, 30, 6, 53, 1));
@@ -645,36 +786,109 @@ static int greedy(struct kn_backend *be, struct model *m, const struct tok *t, c
     return rc;
 }
 
-// Reads the llama2.c v0 file (header + fp32 arrays) on its own and writes it as a llama GGUF, with the
-// vocabulary of `t`.
-static int stories_to_gguf(const char *bin, const struct tok *t, const char *out) {
+// stories260K's arrays, read on their own from the llama2.c v0 file (header, then fp32 arrays).
+struct l2c_w {
+    int32_t h[7]; // dim, hidden, layers, heads, kv heads, vocab, seq_len
+    int D, F, L, H, Hkv, V, KD;
+    float *all; // every float after the header (incl. the unused freq_cis tables)
+    size_t n_all;
+    const float *emb, *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3, *rms_final;
+};
+
+static int l2c_read(const char *bin, struct l2c_w *m) {
+    memset(m, 0, sizeof *m);
     FILE *fp = fopen(bin, "rb");
     if (!fp) return -1;
-    int32_t h[7];
-    if (fread(h, 4, 7, fp) != 7) {
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    if (size < 28 || fread(m->h, 4, 7, fp) != 7 || m->h[5] <= 0) {
         fclose(fp);
         return -1;
     }
-    int D = h[0], F = h[1], L = h[2], H = h[3], Hkv = h[4], V = h[5] < 0 ? -h[5] : h[5];
-    int KD = D / H * Hkv;
-    size_t n = (size_t)V * D + (size_t)L * (2 * D + 2 * D * D + 2 * KD * D + 3 * F * D) + D;
-    float *a = malloc(n * sizeof *a);
-    size_t got = fread(a, sizeof *a, n, fp);
+    m->D = m->h[0], m->F = m->h[1], m->L = m->h[2], m->H = m->h[3], m->Hkv = m->h[4], m->V = m->h[5];
+    m->KD = m->D / m->H * m->Hkv;
+    m->n_all = (size_t)(size - 28) / 4;
+    m->all = malloc(m->n_all * sizeof *m->all);
+    size_t got = m->all ? fread(m->all, sizeof *m->all, m->n_all, fp) : 0;
     fclose(fp);
-    if (got != n || h[5] <= 0) {
-        free(a);
+    size_t D = (size_t)m->D, F = (size_t)m->F, L = (size_t)m->L, KD = (size_t)m->KD;
+    if (got != m->n_all ||
+        m->n_all < (size_t)m->V * D + L * (2 * D + 2 * D * D + 2 * KD * D + 3 * F * D) + D) {
+        free(m->all);
         return -1;
     }
+    m->emb = m->all;
+    m->rms_att = m->emb + (size_t)m->V * D;
+    m->wq = m->rms_att + L * D;
+    m->wk = m->wq + L * D * D;
+    m->wv = m->wk + L * KD * D;
+    m->wo = m->wv + L * KD * D;
+    m->rms_ffn = m->wo + L * D * D;
+    m->w1 = m->rms_ffn + L * D;
+    m->w2 = m->w1 + L * F * D;
+    m->w3 = m->w2 + L * D * F;
+    m->rms_final = m->w3 + L * F * D;
+    return 0;
+}
+
+static void put_f(FILE *f, const float *p, size_t n, int *rc) {
+    if (fwrite(p, sizeof *p, n, f) != n) *rc = -1;
+}
+
+// The same model as a llama2.c version-1 file (magic "ak42", 256-byte header, norms first).
+static int l2c_write_v1(const struct l2c_w *m, const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    unsigned char hdr[256] = {0};
+    uint32_t magic = 0x616b3432u;
+    int32_t ver = 1;
+    memcpy(hdr, &magic, 4);
+    memcpy(hdr + 4, &ver, 4);
+    memcpy(hdr + 8, m->h, 28);
+    hdr[36] = 1; // shared classifier
+    int rc = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr ? 0 : -1;
+    size_t D = (size_t)m->D, F = (size_t)m->F, L = (size_t)m->L, KD = (size_t)m->KD;
+    put_f(f, m->rms_att, L * D, &rc);
+    put_f(f, m->rms_ffn, L * D, &rc);
+    put_f(f, m->rms_final, D, &rc);
+    put_f(f, m->emb, (size_t)m->V * D, &rc);
+    put_f(f, m->wq, L * D * D, &rc);
+    put_f(f, m->wk, L * KD * D, &rc);
+    put_f(f, m->wv, L * KD * D, &rc);
+    put_f(f, m->wo, L * D * D, &rc);
+    put_f(f, m->w1, L * F * D, &rc);
+    put_f(f, m->w2, L * D * F, &rc);
+    put_f(f, m->w3, L * F * D, &rc);
+    return fclose(f) == 0 ? rc : -1;
+}
+
+// The v0 file with a separate classifier: negative vocab size, a copy of the embeddings appended.
+static int l2c_write_v0_unshared(const struct l2c_w *m, const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int32_t h[7];
+    memcpy(h, m->h, sizeof h);
+    h[5] = -h[5];
+    int rc = fwrite(h, 4, 7, f) == 7 ? 0 : -1;
+    put_f(f, m->all, m->n_all, &rc);
+    put_f(f, m->emb, (size_t)m->V * m->D, &rc);
+    return fclose(f) == 0 ? rc : -1;
+}
+
+// Writes the model as a llama GGUF (F32, llama.cpp's tensor names), with the vocabulary of `t`.
+static int stories_to_gguf(const struct l2c_w *m, const struct tok *t, const char *out) {
+    int D = m->D, F = m->F, L = m->L, KD = m->KD, V = m->V;
     struct gguf_writer *w = gguf_writer_init();
     gguf_w_str(w, "general.architecture", "llama");
     gguf_w_str(w, "general.name", "stories260K");
-    gguf_w_u32(w, "llama.context_length", (uint32_t)h[6]);
+    gguf_w_u32(w, "llama.context_length", (uint32_t)m->h[6]);
     gguf_w_u32(w, "llama.embedding_length", (uint32_t)D);
     gguf_w_u32(w, "llama.block_count", (uint32_t)L);
     gguf_w_u32(w, "llama.feed_forward_length", (uint32_t)F);
-    gguf_w_u32(w, "llama.attention.head_count", (uint32_t)H);
-    gguf_w_u32(w, "llama.attention.head_count_kv", (uint32_t)Hkv);
-    gguf_w_u32(w, "llama.rope.dimension_count", (uint32_t)(D / H));
+    gguf_w_u32(w, "llama.attention.head_count", (uint32_t)m->H);
+    gguf_w_u32(w, "llama.attention.head_count_kv", (uint32_t)m->Hkv);
+    gguf_w_u32(w, "llama.rope.dimension_count", (uint32_t)(D / m->H));
     gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     gguf_w_f32(w, "llama.rope.freq_base", 10000.0f);
     int nv = tok_n_vocab(t);
@@ -697,20 +911,17 @@ static int stories_to_gguf(const char *bin, const struct tok *t, const char *out
     free(pieces);
     free(scores);
     free(types);
-    const float *p = a;
     int rc = 0;
     char nm[96];
-#define ADD(name, cols, rows, src)                                                                     \
-    do {                                                                                             \
-        int64_t ne_[2] = {(cols), (rows)};                                                           \
-        rc |= gguf_w_tensor_f32(w, name, KN_F32, (rows) == 1 ? 1 : 2, ne_, (src));                   \
+#define ADD(name, cols, rows, src)                                                                           \
+    do {                                                                                                     \
+        int64_t ne_[2] = {(cols), (rows)};                                                                   \
+        rc |= gguf_w_tensor_f32(w, name, KN_F32, (rows) == 1 ? 1 : 2, ne_, (src));                           \
     } while (0)
-    ADD("token_embd.weight", D, V, p);
-    p += (size_t)V * D;
-    const float *rms_att = p, *wq = rms_att + (size_t)L * D, *wk = wq + (size_t)L * D * D;
-    const float *wv = wk + (size_t)L * KD * D, *wo = wv + (size_t)L * KD * D, *rms_ffn = wo + (size_t)L * D * D;
-    const float *w1 = rms_ffn + (size_t)L * D, *w2 = w1 + (size_t)L * F * D, *w3 = w2 + (size_t)L * D * F;
-    const float *rms_final = w3 + (size_t)L * F * D;
+    ADD("token_embd.weight", D, V, m->emb);
+    const float *rms_att = m->rms_att, *wq = m->wq, *wk = m->wk, *wv = m->wv, *wo = m->wo,
+                *rms_ffn = m->rms_ffn;
+    const float *w1 = m->w1, *w2 = m->w2, *w3 = m->w3, *rms_final = m->rms_final;
     ADD("output_norm.weight", D, 1, rms_final);
     for (int l = 0; l < L; l++) {
         snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
@@ -736,7 +947,6 @@ static int stories_to_gguf(const char *bin, const struct tok *t, const char *out
     char err[256];
     if (rc == 0) rc = gguf_writer_save(w, out, err, sizeof err);
     gguf_writer_free(w);
-    free(a);
     return rc;
 }
 
@@ -747,7 +957,7 @@ static void test_stories(struct rec *rb) {
         TEST_SKIP("stories260K: ../shared/models not found");
         return;
     }
-    char bin[600], tm[600], err[512];
+    char bin[4200], tm[4200], err[512];
     snprintf(bin, sizeof bin, "%s/stories260K/stories260K.bin", dir);
     snprintf(tm, sizeof tm, "%s/stories260K/tok512.model", dir);
     struct model *m = model_load(bin, be, err, sizeof err);
@@ -767,13 +977,37 @@ static void test_stories(struct rec *rb) {
     float *l1 = malloc(512 * sizeof *l1), *l2 = malloc(512 * sizeof *l2);
     CHECK(greedy(be, m, t, "Once upon a time", 40, ids, text, sizeof text, l1) == 0);
     int ok = 1;
-    for (int i = 0; i < 10; i++) ok &= ids[i] == STORY_IDS[i];
+    for (int i = 0; i < 10; i++)
+        ok &= ids[i] == STORY_IDS[i];
     CHECK_MSG(ok, "stories260K greedy ids start %d %d %d %d %d", ids[0], ids[1], ids[2], ids[3], ids[4]);
     CHECK_MSG(strcmp(text, STORY) == 0, "stories260K text: '%s'", text);
 
+    // the same weights in llama2.c's version-1 layout, and in v0 with a separate classifier: same logits
+    struct l2c_w w;
+    int have_w = l2c_read(bin, &w) == 0;
+    CHECK(have_w);
+    const char *v1 = tmp_file("stories260K-v1.bin"), *v0u = tmp_file("stories260K-unshared.bin");
+    if (have_w) {
+        CHECK(l2c_write_v1(&w, v1) == 0);
+        CHECK(l2c_write_v0_unshared(&w, v0u) == 0);
+    }
+    const char *variants[] = {v1, v0u};
+    for (int k = 0; k < 2 && have_w; k++) {
+        struct model *mv = model_load(variants[k], be, err, sizeof err);
+        CHECK_MSG(mv != NULL, "%s", err);
+        if (!mv) continue;
+        int32_t idv[40];
+        char tv[1024];
+        CHECK(greedy(be, mv, t, "Once upon a time", 40, idv, tv, sizeof tv, l2) == 0);
+        CHECK_MSG(memcmp(l1, l2, 512 * sizeof *l1) == 0 && strcmp(tv, STORY) == 0,
+                  "%s differs from the v0 file", variants[k]);
+        model_free(mv);
+    }
+
     // the same weights and vocabulary as a GGUF
     const char *gp = tmp_file("stories260K.gguf");
-    CHECK(stories_to_gguf(bin, t, gp) == 0);
+    CHECK(have_w && stories_to_gguf(&w, t, gp) == 0);
+    if (have_w) free(w.all);
     struct model *mg = model_load(gp, be, err, sizeof err);
     CHECK_MSG(mg != NULL, "%s", err);
     struct tok *tg = mg ? tok_load_gguf(model_get_gguf(mg), err, sizeof err) : NULL;
@@ -810,8 +1044,8 @@ static void test_stories(struct rec *rb) {
             struct kv_rec run = rec_take(rb);
             struct errs e = {{0}, 0, 0, 0, 0};
             double x = versus_ref(r, seq, 24, lb, &run, &e);
-            printf("%-26s batch %.1e  ties %d (other way %d) K/V diff %d\n", "stories260K.gguf", x, e.ties, e.other,
-                   e.kv_diff);
+            printf("%-26s batch %.1e  ties %d (other way %d) K/V diff %d\n", "stories260K.gguf", x, e.ties,
+                   e.other, e.kv_diff);
             CHECK_MSG(x <= TOL, "stories260K vs reference %.3g", x);
             free(run.k);
             free(run.v);
@@ -865,7 +1099,8 @@ static void test_bad_files(struct kn_backend *be) {
     expect_fail(be, p, "empty file");
     unsigned char junk[4096];
     uint64_t s = 99;
-    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rng_next(&s);
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)rng_next(&s);
     p = tmp_file("junk.bin");
     CHECK(write_bytes(p, junk, sizeof junk) == 0);
     expect_fail(be, p, "bad magic");
@@ -875,7 +1110,18 @@ static void test_bad_files(struct kn_backend *be) {
     expect_fail(be, p, "version");
 
     static const int t[] = {KN_Q8_0};
-    struct fx f = {"llama", 64, 2, 4, 2, 16, 96, 300, 0, t, 1, 0, 10000.0f, 0.0f, 600};
+    struct fx f = {.arch = "llama",
+                   .D = 64,
+                   .L = 2,
+                   .H = 4,
+                   .Hkv = 2,
+                   .hd = 16,
+                   .F = 96,
+                   .V = 300,
+                   .types = t,
+                   .n_types = 1,
+                   .base = 10000.0f,
+                   .seed = 600};
     struct {
         int brk;
         const char *name, *keyword;
@@ -944,7 +1190,8 @@ int main(void) {
     if (getenv("KVCHAT_TEST_KEEP")) { // debugging: leave the fixtures for a look
         printf("fixtures kept in %s\n", tmpdir);
     } else {
-        for (int i = 0; i < made.n; i++) unlink(made.p[i]);
+        for (int i = 0; i < made.n; i++)
+            unlink(made.p[i]);
         rmdir(tmpdir);
     }
     return test_done();
