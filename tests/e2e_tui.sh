@@ -10,7 +10,12 @@ screens_dir=""
 pass=0
 fail=0
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+cur="" # the session under test: its screen is shown when a check fails
+bad() {
+    fail=$((fail + 1))
+    echo "FAIL $1"
+    [ -n "$cur" ] && T capture-pane -p -t "$cur" 2>/dev/null | sed 's/^/    | /'
+}
 check() { if [ "$1" = 0 ]; then ok "$2"; else bad "$2"; fi; }
 
 shared=${KVCHAT_SHARED:-../shared}
@@ -74,6 +79,7 @@ stty_sane() { grep -Eq '(^| )icanon( |$)' "$1" && grep -Eq '(^| )echo( |$)' "$1"
 prompt="Once upon a time"
 
 # ---- 1. a streamed reply, the grid, memory numbers ------------------------------------------------------
+cur=a
 start a 100 30 "KVCHAT_SLOWMO_MS=30" "-n 60 --json"
 wait_for a 'ready' 20
 check $? "the chat starts (status bar says ready)"
@@ -144,6 +150,7 @@ grep -qx "$prompt" "$work/xdg/kvchat/history" 2>/dev/null
 check $? "input history persisted under \$XDG_DATA_HOME/kvchat/history"
 
 # ---- 2. Ctrl+C stops a long reply; typed text survives; resize reflows -------------------------------------
+cur=b
 start b 100 30 "KVCHAT_SLOWMO_MS=40" ""
 wait_for b 'ready' 20
 T send-keys -t b "$prompt" Enter
@@ -165,9 +172,14 @@ T resize-window -t b -x 160 -y 48
 wait_for b '┬─ KV cache' 5
 check $? "160x48: dashboard beside the chat"
 T resize-window -t b -x 30 -y 10
-sleep 0.5
-cap b | grep -q 'KV cache'
-[ $? != 0 ] && cap b | grep -q '^❯'
+i=0
+while [ $i -lt 50 ]; do # until the dashboard is gone and the input is drawn
+    scr=$(cap b)
+    ! printf '%s\n' "$scr" | grep -q 'KV cache' && printf '%s\n' "$scr" | grep -q '^❯' && break
+    sleep 0.1
+    i=$((i + 1))
+done
+[ $i -lt 50 ]
 check $? "30x10: minimal view (input, no dashboard)"
 T resize-window -t b -x 12 -y 4
 wait_for b 'too small' 5
@@ -185,6 +197,7 @@ stty_sane "$work/b.stty"
 check $? "terminal restored after Ctrl+D (echo, icanon)"
 
 # ---- 3. SIGTERM mid-reply restores the terminal; NO_COLOR draws no colours --------------------------------
+cur=c
 start c 100 30 "NO_COLOR=1 KVCHAT_SLOWMO_MS=40" ""
 wait_for c 'ready' 20
 T send-keys -t c "$prompt" Enter
@@ -203,6 +216,7 @@ check $? "terminal restored after SIGTERM (echo, icanon)"
 
 # ---- screenshots for the README (only with --screens DIR) ---------------------------------------------------
 if [ -n "$screens_dir" ]; then
+    cur=d
     start d 80 24 "" "-n 100"
     wait_for d 'ready' 20
     T send-keys -t d "$prompt" Enter
