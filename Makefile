@@ -21,7 +21,8 @@ BUILD   := build/$(VARIANT)
 CPPFLAGS := -D_GNU_SOURCE -I. $(shell pkg-config --cflags sentencepiece 2>/dev/null)
 CFLAGS   := -std=c11 $(OPT) $(MARCH) -g -pthread -Wall -Wextra -Wpedantic -Wshadow -MMD -MP $(SANITIZE)
 CXXFLAGS := -std=c++17 $(OPT) $(MARCH) -g -pthread -Wall -Wextra -MMD -MP $(SANITIZE)
-LDLIBS   := -lsentencepiece -lncursesw -lpthread -lm -lstdc++
+NCURSES_LIB := $(if $(wildcard /usr/include/ncursesw/curses.h /usr/include/curses.h),-lncursesw,)
+LDLIBS   := -lsentencepiece $(NCURSES_LIB) -lpthread -lm -lstdc++
 LDFLAGS  := $(SANITIZE)
 
 ifeq ($(CUDA),1)
@@ -122,7 +123,7 @@ cuda-check:
 	@echo "cuda-check: CUDA backend compiled and linked"
 
 test-gpu:
-	@$(MAKE) --no-print-directory CUDA=1 kvchat $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN))
+	@$(MAKE) --no-print-directory CUDA=1 kvchat build/cuda/mkmodel $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN))
 	@sh tests/run_tests.sh build/cuda $(patsubst build/cpu%,build/cuda%,$(GPU_TEST_BIN)) tests/gpu/gen_match.sh
 
 # Random-weight GGUF generator (model/synth.h): make mkmodel, then build/<variant>/mkmodel --help.
@@ -141,7 +142,7 @@ bench-matmul: $(BUILD)/tests/tools/bench_matmul
 	$(BUILD)/tests/tools/bench_matmul $(ARGS)
 
 bench-gpu:
-	@$(MAKE) --no-print-directory CUDA=1 kvchat
+	@$(MAKE) --no-print-directory CUDA=1 kvchat build/cuda/mkmodel build/cuda/tests/gpu/gpu_info
 	@sh tests/tools/bench_gpu.sh
 
 model:
