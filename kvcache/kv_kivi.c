@@ -218,18 +218,20 @@ static int commit_block(struct kv_cache *kv, struct kv_head *hd) {
             if (hd->pend[s] < 0) kv->tmp_i[n++] = s;
         if (n < R) break;
         qsort_r(kv->tmp_i, (size_t)n, sizeof(int32_t), cmp_by_pos, hd->pos);
-        for (int g0 = 0; g0 < R; g0 += G) {
+        // groups of G by position; one closes early where positions jump by more than pos_off holds
+        for (int i = 0; i < R;) {
             int f = new_fill_group(kv, hd);
             if (f < 0) return -1;
             struct kv_group_meta *m = &hd->fm[f];
-            m->pos_base = hd->pos[kv->tmp_i[g0]];
-            for (int t = 0; t < G; t++) {
-                int s = kv->tmp_i[g0 + t];
+            m->pos_base = hd->pos[kv->tmp_i[i]];
+            int t = 0;
+            for (; i < R && t < G && hd->pos[kv->tmp_i[i]] - m->pos_base <= 65535; t++, i++) {
+                int s = kv->tmp_i[i];
                 m->pos_off[t] = (uint16_t)(hd->pos[s] - m->pos_base);
                 m->flags[t] = hd->flags[s];
                 hd->pend[s] = f * KV_MAX_GROUP + t;
             }
-            m->n_filled = G;
+            m->n_filled = (int16_t)t;
             quantize_keys(kv, hd, f);
         }
     }
@@ -314,6 +316,25 @@ static void merge_build(struct kv_qfmt f, void *out, struct kv_group_meta *om, v
     memcpy(om->pos_off, kvq_pos_off(out, f), sizeof om->pos_off);
 }
 
+// Cuts n position-sorted tokens into groups of at most G whose positions span at most 65535 (pos_off is
+// 16-bit): first[o] is group o's first token, first[n_out] = n. Balanced: as few groups as the count allows,
+// evenly filled, so that no merged group is left sparse (it would soon be merged, and its keys quantised,
+// again); otherwise greedy. Returns n_out, or -1 when that would take more than max_out groups.
+static int plan_cuts(const struct merge_tok *tok, int n, int G, int balanced, int *first, int max_out) {
+    int n_out = 0, n_min = (n + G - 1) / G;
+    for (int j = 0; j < n; n_out++) {
+        if (n_out == max_out) return -1;
+        int left = n_min - n_out, cap = balanced && left > 0 ? (n - j + left - 1) / left : G;
+        if (cap > G) cap = G;
+        first[n_out] = j;
+        int e = j + 1;
+        while (e < n && e - j < cap && tok[e].pos - tok[j].pos <= 65535) e++;
+        j = e;
+    }
+    first[n_out] = n;
+    return n_out;
+}
+
 static int compact_packed(struct kv_cache *kv, struct kv_head *hd) {
     const int G = kv->p.group, n_q = hd->n_q;
     int live_total = 0;
@@ -331,47 +352,52 @@ static int compact_packed(struct kv_cache *kv, struct kv_head *hd) {
         if (k - (sum + G - 1) / G == best) break;
     }
     size_t bb = kv->q_pool.block_bytes;
-    struct merge_tok *tok = malloc((size_t)sum * sizeof *tok);
-    unsigned char *buf = malloc((size_t)2 * k * bb); // k sources, then at most k - 1 merged groups
-    void **src = malloc((size_t)k * sizeof *src);
-    struct kv_group_meta *sm = malloc((size_t)2 * k * sizeof *sm);
-    int *first = malloc((size_t)(k + 1) * sizeof *first);
-    float *sc = hd->qscore ? malloc((size_t)sum * sizeof *sc) : NULL;
-    int rc = -1;
-    if (!tok || !buf || !src || !sm || !first || (hd->qscore && !sc)) goto done;
-    int n = 0;
-    for (int i = 0; i < k; i++) {
-        int g = order[i];
-        src[i] = buf + (size_t)i * bb;
-        sm[i] = hd->qm[g];
-        if (kv->be->ops->download(kv->be, src[i], hd->qb[g], bb)) goto done;
-        for (int t = 0; t < G; t++)
-            if (hd->qm[g].live & (1u << t)) {
-                tok[n].pos = kv_gm_pos(&hd->qm[g], t);
-                tok[n].src = (int16_t)i;
-                tok[n].t = (int16_t)t;
-                n++;
-            }
+    struct merge_tok *tok = malloc((size_t)live_total * sizeof *tok);
+    int *first = malloc((size_t)(n_q + 1) * sizeof *first);
+    unsigned char *buf = NULL;
+    void **src = NULL;
+    struct kv_group_meta *sm = NULL;
+    float *sc = NULL;
+    int rc = -1, n = 0, n_out = -1;
+    if (!tok || !first) goto done;
+    // the sparsest groups; when their positions are too far apart to share groups (contexts beyond 65536),
+    // all groups, cut greedily by position (fewest groups under both limits)
+    for (int all = 0; all <= 1 && n_out < 0; all++) {
+        if (all) {
+            if (k == n_q) break;
+            k = n_q;
+        }
+        n = 0;
+        for (int i = 0; i < k; i++) {
+            int g = order[i];
+            for (int t = 0; t < G; t++)
+                if (hd->qm[g].live & (1u << t)) {
+                    tok[n].pos = kv_gm_pos(&hd->qm[g], t);
+                    tok[n].src = (int16_t)i;
+                    tok[n].t = (int16_t)t;
+                    n++;
+                }
+        }
+        qsort(tok, (size_t)n, sizeof *tok, cmp_merge_tok);
+        n_out = plan_cuts(tok, n, G, 1, first, k - 1);
+        if (n_out < 0) n_out = plan_cuts(tok, n, G, 0, first, k - 1);
     }
-    qsort(tok, (size_t)n, sizeof *tok, cmp_merge_tok);
+    if (n_out < 0) { // no group can be saved: leave them as they are
+        rc = 0;
+        goto done;
+    }
+    buf = malloc((size_t)2 * k * bb); // k sources, then at most k - 1 merged groups
+    src = malloc((size_t)k * sizeof *src);
+    sm = malloc((size_t)2 * k * sizeof *sm);
+    sc = hd->qscore ? malloc((size_t)n * sizeof *sc) : NULL;
+    if (!buf || !src || !sm || (hd->qscore && !sc)) goto done;
+    for (int i = 0; i < k; i++) {
+        src[i] = buf + (size_t)i * bb;
+        sm[i] = hd->qm[order[i]];
+        if (kv->be->ops->download(kv->be, src[i], hd->qb[order[i]], bb)) goto done;
+    }
     if (sc)
         for (int j = 0; j < n; j++) sc[j] = hd->qscore[(size_t)order[tok[j].src] * G + tok[j].t];
-    // cut the tokens, by position, into as few groups as possible, balanced, so that no merged group is left
-    // sparse (it would be merged, and its keys quantised, again soon); a group's positions span at most 65535
-    int n_out = 0, n_min = (n + G - 1) / G;
-    for (int j = 0; j < n; n_out++) {
-        if (n_out == k - 1) { // no saving (positions too far apart): leave the groups as they are
-            rc = 0;
-            goto done;
-        }
-        int left = n_min - n_out, cap = left > 0 ? (n - j + left - 1) / left : G;
-        if (cap > G) cap = G;
-        first[n_out] = j;
-        int e = j + 1;
-        while (e < n && e - j < cap && tok[e].pos - tok[j].pos <= 65535) e++;
-        j = e;
-    }
-    first[n_out] = n;
     unsigned char *obuf = buf + (size_t)k * bb;
     struct kv_group_meta *om = sm + k;
     for (int o = 0; o < n_out; o++) {

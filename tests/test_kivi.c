@@ -1055,21 +1055,30 @@ static int check_policy(struct drv *d, int l, int h, const uint8_t *st, int comp
             }
     int bad = 0, missing = 0;
     uint32_t c = hd->comps;
+    // kept by a part of the rule other than FREQ
+    uint8_t *other = malloc((size_t)n + 1);
     for (int i = 0; i < n; i++) {
         int p = ps[i];
         uint8_t fl = tok_flags(p, d->pct) | (p == 0 ? KV_TOK_SPECIAL : 0);
-        int keep = p > newest - R || (c & KV_C_FULL) || ((c & KV_C_SPECIAL) && (fl & KV_TOK_SPECIAL)) ||
+        other[i] = p > newest - R || (c & KV_C_FULL) || ((c & KV_C_SPECIAL) && (fl & KV_TOK_SPECIAL)) ||
                    ((c & KV_C_PUNCT) && (fl & KV_TOK_PUNCT)) || ((c & KV_C_LOCAL) && p > newest - hd->local_w);
+    }
+    // FREQ keeps the k top scores: over all tokens (FastGen's r_f x n), or, with a fixed heavy_k (H2O), over the
+    // tokens nothing else keeps
+    for (int i = 0; i < n; i++) {
+        int keep = other[i], higher = 0;
         if (!keep && (c & KV_C_FREQ)) {
-            int higher = 0;
-            for (int j = 0; j < n; j++) higher += sc[j] > sc[i];
+            for (int j = 0; j < n; j++) higher += sc[j] > sc[i] && (!hd->heavy_k || !other[j]);
             keep = higher < k;
         }
         if (!keep) {
-            if (!bad) fprintf(stderr, "%s l%d h%d: position %d retained against policy %#x\n", what, l, h, p, c);
+            if (!bad)
+                fprintf(stderr, "%s l%d h%d: position %d (score %g, %d higher, k %d, newest %d) retained against policy %#x\n",
+                        what, l, h, ps[i], (double)sc[i], higher, k, newest, c);
             bad++;
         }
     }
+    free(other);
     if (complete)
         for (int p = 0; p <= newest; p++) {
             uint8_t fl = tok_flags(p, d->pct) | (p == 0 ? KV_TOK_SPECIAL : 0);
@@ -1097,8 +1106,8 @@ static int check_composed(struct drv *d, struct ecache *E, uint8_t *st, int32_t 
             sps[h] = sp + (size_t)h * (p->n_ctx + 64);
             check_head(d, l, h, st, &E[h], sps[h], &c, &kh[l * p->n_head_kv + h], what);
             check_policy(d, l, h, st, complete, what);
-            CHECK_MSG(c.dead < p->group, "%s l%d h%d: %d dead packed slots (%d groups, %d live)", what, l, h, c.dead, c.n_q,
-                      c.packed);
+            CHECK_MSG(c.dead < p->group || p->n_ctx > 65536, "%s l%d h%d: %d dead packed slots (%d groups, %d live)", what,
+                      l, h, c.dead, c.n_q, c.packed);
         }
         int newest = kv_cache_n_past(d->kv) - 1;
         int32_t qpos[3] = {newest, newest / 2, newest - p->residual - 3 > 0 ? newest - p->residual - 3 : 0};
@@ -1248,6 +1257,201 @@ static void test_fastgen_profiled(struct kn_backend *be) {
         }
 }
 
+// ---- 5. compaction of sparse packed groups ----------------------------------------------------------------
+
+// A decode step committed by hand: evictions first, then a snapshot of the packed tokens, then the KIVI
+// commit (which compacts), as kv_cache_commit runs them per head.
+struct snap {
+    int n;
+    int32_t pos[4096];
+    uint8_t flags[4096];
+    float score[4096];
+    float k[4096][32], v[4096][32];
+};
+
+static void snap_head(struct kv_head *hd, struct kv_qfmt f, struct snap *sn) {
+    sn->n = 0;
+    for (int g = 0; g < hd->n_q; g++)
+        for (int t = 0; t < f.G; t++) {
+            if (!((hd->qm[g].live >> t) & 1) || sn->n == 4096) continue;
+            int i = sn->n++;
+            sn->pos[i] = kv_gm_pos(&hd->qm[g], t);
+            sn->flags[i] = hd->qm[g].flags[t];
+            sn->score[i] = hd->qscore ? hd->qscore[g * f.G + t] : 0.0f;
+            group_deq(hd->qb[g], f, t, sn->k[i], sn->v[i]);
+        }
+}
+
+static void test_compaction(struct kn_backend *be) {
+    static struct snap before[4];
+    for (int B = 2; B <= 4; B += 2)
+        for (int block = 0; block <= 1; block++) {
+            struct kv_cache_params p;
+            compose_params(&p, B, block, 1.0f);
+            struct drv d;
+            if (drv_init(&d, be, &p, 30, 64)) {
+                CHECK(0);
+                return;
+            }
+            struct kv_qfmt f = kv_qfmt_make(p.head_dim, p.group, B);
+            char what[96];
+            snprintf(what, sizeof what, "compaction B=%d %s", B, block ? "block" : "ours");
+            int ok = drv_prompt(&d, 256, 64) == 0;
+            CHECK_MSG(ok, "%s: prompt", what);
+            for (int i = 0; i < 4; i++) {
+                d.kv->heads[i].comps = i == 3 ? KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ : KV_C_SPECIAL | KV_C_PUNCT;
+                d.kv->heads[i].heavy_k = 20;
+            }
+            uint64_t q_used0 = d.kv->q_pool.n_used;
+            ok = ok && drv_store(&d, 1, kv_cache_n_past(d.kv)) == 0;
+            int dead0[4] = {0}, nq0[4] = {0};
+            for (int i = 0; i < 4 && ok; i++) {
+                ok = kv_evict_head(d.kv, i / 2, i % 2, KV_PHASE_DECODE) == 0;
+                struct kv_head *hd = &d.kv->heads[i];
+                snap_head(hd, f, &before[i]);
+                nq0[i] = hd->n_q;
+                dead0[i] = hd->n_q * p.group - before[i].n;
+            }
+            for (int i = 0; i < 4 && ok; i++) ok = kv_kivi_commit(d.kv, i / 2, i % 2) == 0;
+            d.kv->n_res = 0;
+            CHECK_MSG(ok, "%s: hand-made commit", what);
+            double max_rel = 0.0, sum_d2 = 0.0, sum_q2 = 0.0;
+            long n_el = 0, n_moved = 0;
+            for (int i = 0; i < 4 && ok; i++) {
+                struct kv_head *hd = &d.kv->heads[i];
+                static struct snap after;
+                snap_head(hd, f, &after);
+                CHECK_MSG(dead0[i] >= p.group, "%s head %d: only %d dead slots before (the test needs >= G)", what, i,
+                          dead0[i]);
+                CHECK_EQ_INT(after.n, before[i].n);
+                CHECK_EQ_INT(hd->n_q, (before[i].n + p.group - 1) / p.group);
+                CHECK_MSG(hd->n_q < nq0[i], "%s head %d: %d groups -> %d", what, i, nq0[i], hd->n_q);
+                int same_set = after.n == before[i].n, v_same = 1, meta_same = 1, k_ok = 1;
+                for (int a = 0; a < after.n && same_set; a++) {
+                    int b = 0;
+                    while (b < before[i].n && before[i].pos[b] != after.pos[a]) b++;
+                    if (b == before[i].n) {
+                        same_set = 0;
+                        break;
+                    }
+                    meta_same &= before[i].flags[b] == after.flags[a] && before[i].score[b] == after.score[a];
+                    v_same &= memcmp(before[i].v[b], after.v[a], sizeof(float) * (size_t)p.head_dim) == 0;
+                    // the merged group's scale of each channel bounds the move of each key
+                    int g = 0, t = 0;
+                    for (g = 0; g < hd->n_q; g++) {
+                        for (t = 0; t < p.group; t++)
+                            if (((hd->qm[g].live >> t) & 1) && kv_gm_pos(&hd->qm[g], t) == after.pos[a]) break;
+                        if (t < p.group) break;
+                    }
+                    const kn_half *ks = (const kn_half *)((unsigned char *)hd->qb[g] + kv_q_off_kscale(f));
+                    const kn_half *kz = (const kn_half *)((unsigned char *)hd->qb[g] + kv_q_off_kzero(f));
+                    int moved = 0;
+                    for (int dd = 0; dd < p.head_dim; dd++) {
+                        float s1 = kn_half_to_float(ks[dd]), z1 = kn_half_to_float(kz[dd]);
+                        float delta = fabsf(after.k[a][dd] - before[i].k[b][dd]);
+                        float slack = ((float)((1 << B) - 1) * s1 + fabsf(z1)) * (1.0f / 1024.0f) + 1e-6f;
+                        k_ok &= delta <= 0.5f * s1 + slack;
+                        if (s1 > 0.0f && delta / (0.5 * s1) > max_rel) max_rel = delta / (0.5 * s1);
+                        float e0 = before[i].k[b][dd] - tok_k(i / 2, i % 2, after.pos[a], dd);
+                        sum_d2 += (double)delta * delta;
+                        sum_q2 += (double)e0 * e0;
+                        n_el++;
+                        moved |= delta != 0.0f;
+                    }
+                    n_moved += moved;
+                }
+                CHECK_MSG(same_set, "%s head %d: the same live tokens after compaction", what, i);
+                CHECK_MSG(meta_same, "%s head %d: flags and scores carried", what, i);
+                CHECK_MSG(v_same, "%s head %d: values copied exactly", what, i);
+                CHECK_MSG(k_ok, "%s head %d: keys moved by at most s'/2 of the merged group", what, i);
+            }
+            CHECK_MSG(d.kv->q_pool.n_used < q_used0, "%s: packed blocks %llu -> %llu", what, (unsigned long long)q_used0,
+                      (unsigned long long)d.kv->q_pool.n_used);
+            printf("%s: keys of %ld/%d merged tokens moved; max move %.2f s'/2, rms move %.4f vs rms first "
+                   "quantisation error %.4f\n",
+                   what, n_moved, before[0].n + before[1].n + before[2].n + before[3].n, max_rel,
+                   sqrt(sum_d2 / (double)(n_el ? n_el : 1)), sqrt(sum_q2 / (double)(n_el ? n_el : 1)));
+            // and the cache goes on consistently (more evictions, more compactions)
+            struct ecache E[2];
+            for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, p.head_dim);
+            uint8_t *st = malloc((size_t)p.n_ctx);
+            int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
+            struct khist kh[4];
+            for (int i = 0; i < 4; i++) kh_init(&kh[i], p.n_ctx, p.head_dim);
+            for (int step = 0; step < 60 && ok; step++) {
+                ok = drv_decode(&d) == 0;
+                char w2[128];
+                snprintf(w2, sizeof w2, "%s then step %d", what, step);
+                if (ok && check_composed(&d, E, st, sp, kh, 1, w2)) break;
+            }
+            for (int i = 0; i < 4; i++) kh_free(&kh[i]);
+            free(st);
+            free(sp);
+            for (int h = 0; h < 2; h++) ec_free(&E[h]);
+            drv_free(&d);
+        }
+}
+
+// Positions more than 65535 apart never share a group (pos_off is 16-bit): a context that jumps from position 19
+// to 70000 closes the filling group early, and compaction merges only within reach.
+static void test_position_jump(struct kn_backend *be) {
+    for (int block = 0; block <= 1; block++) {
+        struct kv_cache_params p;
+        compose_params(&p, 2, block, 1.0f);
+        p.n_ctx = 70200;
+        struct drv d;
+        if (drv_init(&d, be, &p, 30, 64)) {
+            CHECK(0);
+            return;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "position jump %s", block ? "block" : "ours");
+        struct ecache E[2];
+        for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, p.head_dim);
+        uint8_t *st = malloc((size_t)p.n_ctx);
+        int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
+        struct khist kh[4];
+        for (int i = 0; i < 4; i++) kh_init(&kh[i], p.n_ctx, p.head_dim);
+        int ok = drv_prompt(&d, 40, 40) == 0;
+        for (int step = 0; step < 110 && ok; step++) {
+            if (step == 60)
+                for (int i = 0; i < 4; i++) d.kv->heads[i].comps = KV_C_SPECIAL | KV_C_PUNCT;
+            ok = drv_store(&d, 1, 70000 + step) == 0 && kv_cache_commit(d.kv, KV_PHASE_DECODE) == 0;
+            CHECK_MSG(ok, "%s: decode %d", what, step);
+            char w2[128];
+            snprintf(w2, sizeof w2, "%s step %d", what, step);
+            if (!ok || step % 10 != 9) continue;
+            if (check_composed(&d, E, st, sp, kh, 0, w2)) break;
+            for (int i = 0; i < 4; i++) {
+                struct kv_head *hd = &d.kv->heads[i];
+                int lo = 0, hi = 0, span_ok = 1;
+                for (int g = 0; g < hd->n_q; g++) {
+                    int mn = 1 << 30, mx = -1;
+                    for (int t = 0; t < p.group; t++)
+                        if ((hd->qm[g].live >> t) & 1) {
+                            int q = kv_gm_pos(&hd->qm[g], t);
+                            mn = q < mn ? q : mn;
+                            mx = q > mx ? q : mx;
+                            lo += q < 65536;
+                            hi += q >= 65536;
+                        }
+                    span_ok &= mx - mn <= 65535;
+                }
+                CHECK_MSG(span_ok, "%s head %d: a group spans more than 65535 positions", w2, i);
+                int opt = (lo + p.group - 1) / p.group + (hi + p.group - 1) / p.group;
+                CHECK_MSG(hd->n_q <= opt || step < 60, "%s head %d: %d groups for %d + %d live tokens", w2, i, hd->n_q,
+                          lo, hi);
+            }
+        }
+        CHECK(ok);
+        for (int i = 0; i < 4; i++) kh_free(&kh[i]);
+        free(st);
+        free(sp);
+        for (int h = 0; h < 2; h++) ec_free(&E[h]);
+        drv_free(&d);
+    }
+}
+
 int main(void) {
     char err[256];
     // one thread for the cache tests (a spinning pool only costs time on a shared machine); two threads and the
@@ -1267,6 +1471,8 @@ int main(void) {
     test_flush_boundaries(be);
     test_fastgen_explicit(be);
     test_fastgen_profiled(be);
+    test_compaction(be);
+    test_position_jump(be);
     kn_free(be);
     kn_free(be2);
     kn_free(be_scalar);
