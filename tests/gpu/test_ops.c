@@ -750,7 +750,6 @@ int main(void) {
     }
     struct kn_backend *bad = kn_cuda_init(n_dev + 3, err, sizeof err);
     CHECK(bad == NULL && strstr(err, "does not exist"));
-    test_memory();
     test_elementwise();
     test_rope();
     test_argmax();
@@ -759,6 +758,7 @@ int main(void) {
     test_kv_store_move();
     test_kv_quant();
     test_attention();
+    test_memory(); // last: its out-of-memory case leaves last_error set
     struct kn_mem m;
     gpu->ops->mem_info(gpu, &m);
     CHECK_MSG(m.ours[KN_MEM_WEIGHTS] == 0 && m.ours[KN_MEM_KV] == 0, "leaked: weights %llu kv %llu",
