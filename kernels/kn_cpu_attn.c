@@ -17,6 +17,12 @@
 #include <immintrin.h>
 #endif
 
+#ifdef KN_SIMD
+static inline float h2f(kn_half h) { return _cvtsh_ss(h); }
+#else
+static inline float h2f(kn_half h) { return kn_half_to_float(h); }
+#endif
+
 struct at_ctx {
     struct kn_cpu *cpu;
     const struct kn_attn_args *a;
@@ -54,7 +60,7 @@ static float dot_h(const kn_half *k, const float *q, int D, int simd) {
 #else
     (void)simd;
 #endif
-    for (; d < D; d++) s += kn_half_to_float(k[d]) * q[d];
+    for (; d < D; d++) s += h2f(k[d]) * q[d];
     return s;
 }
 
@@ -71,7 +77,7 @@ static void axpy_h(float *o, float p, const kn_half *v, int D, int simd) {
 #else
     (void)simd;
 #endif
-    for (; d < D; d++) o[d] += p * kn_half_to_float(v[d]);
+    for (; d < D; d++) o[d] += p * h2f(v[d]);
 }
 
 #ifdef KN_SIMD
@@ -88,6 +94,36 @@ static inline __m256 codes8(const uint32_t *w, int v, int B) {
 }
 #endif
 
+#ifdef KN_SIMD
+// lg(nh, 8·NV) = qs(nh, D) · codes(D, 8·NV) for a word-aligned channel-major code stream of B-bit codes.
+__attribute__((always_inline)) static inline void key_dots_simd(const uint32_t *kc, const float *qs, int nh, int D,
+                                                                float *lg, const int NV, const int B) {
+    const int wpc = NV * 8 * B / 32; // words per channel
+    for (int h0 = 0; h0 < nh; h0 += 2) {
+        const int two = h0 + 1 < nh;
+        __m256 acc0[4], acc1[4];
+        KN_UNROLL
+        for (int v = 0; v < NV; v++) acc0[v] = acc1[v] = _mm256_setzero_ps();
+        const float *q0 = qs + (size_t)h0 * D, *q1 = q0 + (two ? D : 0);
+        for (int d = 0; d < D; d++) {
+            const uint32_t *w = kc + (size_t)d * wpc;
+            __m256 a0 = _mm256_broadcast_ss(q0 + d), a1 = _mm256_broadcast_ss(q1 + d);
+            KN_UNROLL
+            for (int v = 0; v < NV; v++) {
+                __m256 cv = codes8(w, v, B);
+                acc0[v] = _mm256_fmadd_ps(a0, cv, acc0[v]);
+                acc1[v] = _mm256_fmadd_ps(a1, cv, acc1[v]);
+            }
+        }
+        KN_UNROLL
+        for (int v = 0; v < NV; v++) {
+            _mm256_storeu_ps(lg + (size_t)h0 * NV * 8 + 8 * v, acc0[v]);
+            if (two) _mm256_storeu_ps(lg + (size_t)(h0 + 1) * NV * 8 + 8 * v, acc1[v]);
+        }
+    }
+}
+#endif
+
 // Key logits (without scale) of the G tokens of group g for nh heads: lg[h*G + t] = Σ_d qs[h*D+d]·code(d,t).
 static void group_key_dots(const struct at_ctx *c, const void *g, const float *qs, int nh, float *lg) {
     const struct kv_qfmt f = c->f;
@@ -95,26 +131,17 @@ static void group_key_dots(const struct at_ctx *c, const void *g, const float *q
     const uint32_t *kc = kvq_kcode((void *)(uintptr_t)g, f);
 #ifdef KN_SIMD
     if (!c->scalar && (B == 2 || B == 4) && G % 8 == 0 && ((size_t)G * B) % 32 == 0) {
-        const int nv = G / 8, wpc = G * B / 32; // vectors of 8 tokens, words per channel
-        for (int h0 = 0; h0 < nh; h0 += 2) {
-            const int two = h0 + 1 < nh;
-            __m256 acc0[4], acc1[4];
-            for (int v = 0; v < 4; v++) acc0[v] = acc1[v] = _mm256_setzero_ps();
-            const float *q0 = qs + (size_t)h0 * D, *q1 = q0 + (two ? D : 0);
-            for (int d = 0; d < D; d++) {
-                const uint32_t *w = kc + (size_t)d * wpc;
-                __m256 a0 = _mm256_broadcast_ss(q0 + d), a1 = _mm256_broadcast_ss(q1 + d);
-                for (int v = 0; v < nv; v++) {
-                    __m256 cv = codes8(w, v, B);
-                    acc0[v] = _mm256_fmadd_ps(a0, cv, acc0[v]);
-                    acc1[v] = _mm256_fmadd_ps(a1, cv, acc1[v]);
-                }
-            }
-            for (int v = 0; v < nv; v++) {
-                _mm256_storeu_ps(lg + (size_t)h0 * G + 8 * v, acc0[v]);
-                if (two) _mm256_storeu_ps(lg + (size_t)(h0 + 1) * G + 8 * v, acc1[v]);
-            }
+#define KD(NV, BB) key_dots_simd(kc, qs, nh, D, lg, NV, BB)
+        switch (G / 8 * 8 + B) {
+        case 8 + 2: KD(1, 2); break;
+        case 8 + 4: KD(1, 4); break;
+        case 16 + 2: KD(2, 2); break;
+        case 16 + 4: KD(2, 4); break;
+        case 24 + 4: KD(3, 4); break;
+        case 32 + 2: KD(4, 2); break;
+        default: KD(4, 4); break; // 32 + 4 (24 + 2 is not word-aligned and takes the portable path)
         }
+#undef KD
         return;
     }
 #endif
@@ -136,7 +163,7 @@ static void group_value_acc(const struct at_ctx *c, const void *g, int t, const 
     const uint32_t *vc = kvq_vcode(gm, f);
     const kn_half *vs = kvq_vscale(gm, f) + (size_t)t * nvg, *vz = kvq_vzero(gm, f) + (size_t)t * nvg;
     for (int q = 0; q < nvg; q++) {
-        float z = kn_half_to_float(vz[q]);
+        float z = h2f(vz[q]);
         for (int h = 0; h < nh; h++) zacc[(size_t)h * nvg + q] += p[h] * z;
     }
 #ifdef KN_SIMD
@@ -144,7 +171,7 @@ static void group_value_acc(const struct at_ctx *c, const void *g, int t, const 
         const uint32_t *w = vc + (size_t)t * D * B / 32;
         for (int d0 = 0; d0 < D; d0 += 8) {
             __m256 cv = codes8(w, d0 / 8, B);
-            float s = kn_half_to_float(vs[d0 / VG]);
+            float s = h2f(vs[d0 / VG]);
             for (int h = 0; h < nh; h++) {
                 float *oh = o + (size_t)h * D + d0;
                 _mm256_storeu_ps(oh, _mm256_fmadd_ps(_mm256_set1_ps(p[h] * s), cv, _mm256_loadu_ps(oh)));
@@ -155,7 +182,7 @@ static void group_value_acc(const struct at_ctx *c, const void *g, int t, const 
 #endif
     for (int d = 0; d < D; d++) {
         float cd = (float)kv_code_get(vc, (size_t)t * D + d, B);
-        float s = kn_half_to_float(vs[d / VG]);
+        float s = h2f(vs[d / VG]);
         for (int h = 0; h < nh; h++) o[(size_t)h * D + d] += p[h] * s * cd;
     }
 }
@@ -192,6 +219,174 @@ static void softmax_row(float *l, int n, int simd) {
     for (i = 0; i < n; i++) l[i] *= inv;
 }
 
+#ifdef KN_SIMD
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Lane sums of 8 vectors as one vector: out[j] = Σ lanes of a[j].
+static inline __m256 hsum8x8(const __m256 *a) {
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// qs(nh, D) = q * kscale, zq(nh) = q · kzero for one packed group (D % 8 == 0).
+static void group_q_prep_simd(const kn_half *ks, const kn_half *kz, const float *q, int nh, int D, float *qs,
+                              float *zq) {
+    for (int h = 0; h < nh; h++) {
+        const float *qh = q + (size_t)h * D;
+        __m256 z = _mm256_setzero_ps();
+        for (int d = 0; d < D; d += 8) {
+            __m256 qv = _mm256_loadu_ps(qh + d);
+            _mm256_storeu_ps(qs + (size_t)h * D + d,
+                             _mm256_mul_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(ks + d)))));
+            z = _mm256_fmadd_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kz + d))), z);
+        }
+        zq[h] = hsum8(z);
+    }
+}
+
+// Unscaled logits of fp slots [0, n_fp) for nh heads into l[h*stride + s] (D % 8 == 0), 8 slots at a time.
+static void fp_logits_simd(const struct kv_head_view *hv, const float *q, int nh, int D, float *l, int stride,
+                           float scale) {
+    const int n_fp = hv->n_fp;
+    for (int h = 0; h < nh; h++) {
+        const float *qh = q + (size_t)h * D;
+        float *lh = l + (size_t)h * stride;
+        int s = 0;
+        for (; s + 8 <= n_fp; s += 8) {
+            const kn_half *k = kvq_fp_k(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK); // 8 rows of D
+            __m256 acc[8];
+            KN_UNROLL
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+            for (int d = 0; d < D; d += 8) {
+                __m256 qv = _mm256_loadu_ps(qh + d);
+                KN_UNROLL
+                for (int j = 0; j < 8; j++)
+                    acc[j] = _mm256_fmadd_ps(
+                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + (size_t)j * D + d))), qv, acc[j]);
+            }
+            _mm256_storeu_ps(lh + s, _mm256_mul_ps(hsum8x8(acc), _mm256_set1_ps(scale)));
+        }
+        for (; s < n_fp; s++) {
+            const kn_half *k = kvq_fp_k(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK);
+            __m256 acc = _mm256_setzero_ps();
+            for (int d = 0; d < D; d += 8)
+                acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + d))),
+                                      _mm256_loadu_ps(qh + d), acc);
+            lh[s] = scale * hsum8(acc);
+        }
+    }
+}
+
+// out_h(d0 .. d0 + 8·NV) = Σ_slots p_h·v for NH (1 or 2) heads sharing every converted V row and expanded
+// code vector; packed values as Σ (p·vscale)·code (the zero terms are added by the caller).
+__attribute__((always_inline)) static inline void values_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
+                                                               int n_q, const float *const *ph, int d0, const int NV,
+                                                               const int NH, float *const *out) {
+    const int D = c->D, G = c->f.G, B = c->f.B, nvg = c->packed ? D / c->f.VG : 1, VG = c->f.VG;
+    __m256 acc[2][4], acc2[4];
+    KN_UNROLL
+    for (int j = 0; j < NV; j++) {
+        acc2[j] = _mm256_setzero_ps();
+        KN_UNROLL
+        for (int h = 0; h < NH; h++) acc[h][j] = _mm256_setzero_ps();
+    }
+    for (int g = 0; g < n_q; g++) {
+        void *gb = hv->q_blocks[g];
+        const uint32_t *vc = kvq_vcode(gb, c->f);
+        const kn_half *vs = kvq_vscale(gb, c->f);
+        for (int t = 0; t < G; t++) {
+            float p[2];
+            KN_UNROLL
+            for (int h = 0; h < NH; h++) p[h] = ph[h][g * G + t];
+            if (p[0] == 0.0f && (NH == 1 || p[1] == 0.0f)) continue;
+            const uint32_t *w = vc + (size_t)t * D * B / 32;
+            const kn_half *vst = vs + t * nvg;
+            float sc = h2f(vst[d0 / VG]);
+            KN_UNROLL
+            for (int j = 0; j < NV; j++) {
+                int d = d0 + 8 * j;
+                if (VG < 32 && j > 0) sc = h2f(vst[d / VG]); // chunk spans several value groups
+                __m256 cv = codes8(w, d / 8, B);
+                KN_UNROLL
+                for (int h = 0; h < NH; h++) acc[h][j] = _mm256_fmadd_ps(_mm256_set1_ps(p[h] * sc), cv, acc[h][j]);
+            }
+        }
+    }
+    const int n_fp = hv->n_fp, base = n_q * G;
+    if (NH == 2) {
+        for (int s = 0; s < n_fp; s++) {
+            float p0 = ph[0][base + s], p1 = ph[NH - 1][base + s];
+            if (p0 == 0.0f && p1 == 0.0f) continue;
+            const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
+            __m256 w0 = _mm256_set1_ps(p0), w1 = _mm256_set1_ps(p1);
+            KN_UNROLL
+            for (int j = 0; j < NV; j++) {
+                __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j)));
+                acc[0][j] = _mm256_fmadd_ps(w0, v, acc[0][j]);
+                acc[NH - 1][j] = _mm256_fmadd_ps(w1, v, acc[NH - 1][j]);
+            }
+        }
+    } else {
+        int s = 0;
+        for (; s + 2 <= n_fp; s += 2) { // two slots per step: two chains per vector
+            float p0 = ph[0][base + s], p1 = ph[0][base + s + 1];
+            if (p0 == 0.0f && p1 == 0.0f) continue;
+            const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
+            const kn_half *v1 = kvq_fp_v(hv->fp_blocks[(s + 1) / KV_FP_BLOCK], D, (s + 1) % KV_FP_BLOCK) + d0;
+            __m256 w0 = _mm256_set1_ps(p0), w1 = _mm256_set1_ps(p1);
+            KN_UNROLL
+            for (int j = 0; j < NV; j++) {
+                acc[0][j] = _mm256_fmadd_ps(w0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j))), acc[0][j]);
+                acc2[j] = _mm256_fmadd_ps(w1, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v1 + 8 * j))), acc2[j]);
+            }
+        }
+        for (; s < n_fp; s++) {
+            float p0 = ph[0][base + s];
+            if (p0 == 0.0f) continue;
+            const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
+            __m256 w0 = _mm256_set1_ps(p0);
+            KN_UNROLL
+            for (int j = 0; j < NV; j++)
+                acc[0][j] = _mm256_fmadd_ps(w0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j))), acc[0][j]);
+        }
+    }
+    KN_UNROLL
+    for (int j = 0; j < NV; j++) {
+        if (NH == 1) {
+            _mm256_storeu_ps(out[0] + d0 + 8 * j, _mm256_add_ps(acc[0][j], acc2[j]));
+        } else {
+            KN_UNROLL
+            for (int h = 0; h < NH; h++) _mm256_storeu_ps(out[h] + d0 + 8 * j, acc[h][j]);
+        }
+    }
+}
+
+// out(nh, D) = Σ_slots p·v. Needs D % 8 == 0 and, with packed groups, VG % 8 == 0 and B in {2, 4}.
+static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, const float *L, int nh,
+                        float *out) {
+    const int D = c->D;
+    for (int h = 0; h < nh; h += 2) {
+        const float *ph[2] = {L + (size_t)h * c->slots_pad, L + (size_t)(h + 1) * c->slots_pad};
+        float *o[2] = {out + (size_t)h * D, out + (size_t)(h + 1) * D};
+        int d0 = 0;
+        if (h + 1 < nh) {
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, d0, 4, 2, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, d0, 1, 2, o);
+        } else {
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, d0, 4, 1, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, d0, 1, 1, o);
+        }
+    }
+}
+#endif
+
 static void at_task(void *vctx, int task, int tid) {
     const struct at_ctx *c = vctx;
     const struct kn_attn_args *a = c->a;
@@ -207,6 +402,10 @@ static void at_task(void *vctx, int task, int tid) {
     const int n_q = c->packed ? hv->n_q : 0, n_fp = hv->n_fp;
     const int n_slots = n_q * G + n_fp;
     const int64_t qp = a->q_pos[i];
+#ifdef KN_SIMD
+    const int fast = simd && D % 8 == 0;
+    const int fast_v = fast && (!n_q || ((c->f.B == 2 || c->f.B == 4) && c->f.VG % 8 == 0 && (D * c->f.B) % 32 == 0));
+#endif
 
     // scratch: logits (nh, slots_pad) | out (nh, D) | qs (nh, D) | zacc (nh, nvg) | lg (nh, G) | zq, p (nh)
     float *L = kn_cpu_thread_scratch(c->cpu, tid);
@@ -233,32 +432,45 @@ static void at_task(void *vctx, int task, int tid) {
             continue;
         }
         const kn_half *ks = kvq_kscale(gb, c->f), *kz = kvq_kzero(gb, c->f);
-        for (int h = 0; h < nh; h++) {
-            float zq = 0.0f;
-            for (int d = 0; d < D; d++) {
-                float qd = q[(size_t)h * D + d];
-                QS[(size_t)h * D + d] = qd * kn_half_to_float(ks[d]);
-                zq += qd * kn_half_to_float(kz[d]);
+#ifdef KN_SIMD
+        if (fast)
+            group_q_prep_simd(ks, kz, q, nh, D, QS, ZQ);
+        else
+#endif
+            for (int h = 0; h < nh; h++) {
+                float zq = 0.0f;
+                for (int d = 0; d < D; d++) {
+                    float qd = q[(size_t)h * D + d];
+                    QS[(size_t)h * D + d] = qd * h2f(ks[d]);
+                    zq += qd * h2f(kz[d]);
+                }
+                ZQ[h] = zq;
             }
-            ZQ[h] = zq;
-        }
         group_key_dots(c, gb, QS, nh, LG);
         for (int h = 0; h < nh; h++)
             for (int t = 0; t < G; t++)
                 L[(size_t)h * c->slots_pad + g * G + t] =
                     (vis >> t & 1) ? a->scale * (LG[(size_t)h * G + t] + ZQ[h]) : -INFINITY;
     }
-    for (int s = 0; s < n_fp; s++) {
-        void *fb = hv->fp_blocks[s / KV_FP_BLOCK];
-        int si = s % KV_FP_BLOCK;
-        float *l = L + n_q * G + s;
-        if (!visible(kvq_fp_pos(fb)[si], qp, kv->window)) {
-            for (int h = 0; h < nh; h++) l[(size_t)h * c->slots_pad] = -INFINITY;
-            continue;
+#ifdef KN_SIMD
+    if (fast) { // every slot, then the mask
+        fp_logits_simd(hv, q, nh, D, L + n_q * G, c->slots_pad, a->scale);
+        for (int s = 0; s < n_fp; s++)
+            if (!visible(kvq_fp_pos(hv->fp_blocks[s / KV_FP_BLOCK])[s % KV_FP_BLOCK], qp, kv->window))
+                for (int h = 0; h < nh; h++) L[(size_t)h * c->slots_pad + n_q * G + s] = -INFINITY;
+    } else
+#endif
+        for (int s = 0; s < n_fp; s++) {
+            void *fb = hv->fp_blocks[s / KV_FP_BLOCK];
+            int si = s % KV_FP_BLOCK;
+            float *l = L + n_q * G + s;
+            if (!visible(kvq_fp_pos(fb)[si], qp, kv->window)) {
+                for (int h = 0; h < nh; h++) l[(size_t)h * c->slots_pad] = -INFINITY;
+                continue;
+            }
+            const kn_half *k = kvq_fp_k(fb, D, si);
+            for (int h = 0; h < nh; h++) l[(size_t)h * c->slots_pad] = a->scale * dot_h(k, q + (size_t)h * D, D, simd);
         }
-        const kn_half *k = kvq_fp_k(fb, D, si);
-        for (int h = 0; h < nh; h++) l[(size_t)h * c->slots_pad] = a->scale * dot_h(k, q + (size_t)h * D, D, simd);
-    }
 
     // 2. softmax per head (rows with nothing visible become all zeros)
     for (int h = 0; h < nh; h++) softmax_row(L + (size_t)h * c->slots_pad, n_slots, simd);
@@ -266,6 +478,21 @@ static void at_task(void *vctx, int task, int tid) {
     // 3. weighted values
     memset(O, 0, sizeof(float) * (size_t)nh * D);
     if (nvg) memset(ZA, 0, sizeof(float) * (size_t)nh * nvg);
+#ifdef KN_SIMD
+    if (fast_v) {
+        values_simd(c, hv, n_q, L, nh, O);
+        for (int g = 0; g < n_q; g++) { // zero terms: Σ p·vzero per value group
+            const kn_half *vz = kvq_vzero(hv->q_blocks[g], c->f);
+            for (int t = 0; t < G; t++)
+                for (int h = 0; h < nh; h++) {
+                    float p = L[(size_t)h * c->slots_pad + g * G + t];
+                    if (p != 0.0f)
+                        for (int qg = 0; qg < nvg; qg++) ZA[(size_t)h * nvg + qg] += p * h2f(vz[t * nvg + qg]);
+                }
+        }
+        goto outputs;
+    }
+#endif
     for (int g = 0; g < n_q; g++) {
         void *gb = hv->q_blocks[g];
         for (int t = 0; t < G; t++) {
@@ -287,6 +514,9 @@ static void at_task(void *vctx, int task, int tid) {
     }
 
     // 4. outputs and probabilities
+#ifdef KN_SIMD
+outputs:
+#endif
     for (int h = 0; h < nh; h++) {
         float *out = a->out + ((size_t)i * a->n_head + hq0 + h) * D;
         for (int d = 0; d < D; d++) out[d] = O[(size_t)h * D + d] + (nvg ? ZA[(size_t)h * nvg + d / c->f.VG] : 0.0f);

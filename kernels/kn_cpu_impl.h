@@ -5,6 +5,15 @@
 
 #include "kernels/kn.h"
 
+// Full unrolling of register-blocked loops (trip counts are constants after inlining); without it GCC -O2
+// keeps accumulator arrays in memory.
+#if defined(__GNUC__)
+#define KN_PRAGMA(x) _Pragma(#x)
+#define KN_UNROLL KN_PRAGMA(GCC unroll 16)
+#else
+#define KN_UNROLL
+#endif
+
 struct kn_cpu; // the CPU backend object (kernels/kn_cpu.c); its first member is `struct kn_backend`
 
 // A parallel task: `task` in [0, n_tasks), `tid` in [0, n_threads) names the running thread's scratch.

@@ -21,15 +21,6 @@
 #include <immintrin.h>
 #endif
 
-// Full unrolling of the register-blocked loops (their trip counts are constants after inlining); without it
-// GCC -O2 keeps the accumulator arrays in memory.
-#if defined(__GNUC__)
-#define KN_PRAGMA(x) _Pragma(#x)
-#define KN_UNROLL KN_PRAGMA(GCC unroll 16)
-#else
-#define KN_UNROLL
-#endif
-
 #define KN_MM_PANEL_MIN 8 // n_tok from which the panel path is used
 #define KN_MM_KC 512      // columns per panel slice (a multiple of 256)
 #define KN_MM_MR 6        // rows per panel micro-kernel
@@ -173,9 +164,6 @@ struct mm_ctx {
     int n_tiles;
 };
 
-static int type_has_min(int type) {
-    return type == KN_Q4_1 || type == KN_Q5_1 || type == KN_Q4_K || type == KN_Q5_K;
-}
 
 // ---- portable path -----------------------------------------------------------------------------------
 
@@ -214,6 +202,10 @@ static void mm_scalar_task(void *vctx, int task, int tid) {
 }
 
 #ifdef KN_SIMD
+static int type_has_min(int type) {
+    return type == KN_Q4_1 || type == KN_Q5_1 || type == KN_Q4_K || type == KN_Q5_K;
+}
+
 static inline float h2f_fast(kn_half h) { return _cvtsh_ss(h); }
 
 // ---- SIMD unpackers: a 256-value unit (one k-quant super-block, or up to 8 legacy blocks) to int8 codes,
@@ -761,17 +753,21 @@ static void panel_fill_row(int type, const uint8_t *row, int64_t k0, int kc, flo
     }
 }
 
-// acc(R rows, 16 tokens) over kc columns: a = panel rows (stride ps), b0/b1 = two packed x tiles.
-__attribute__((always_inline)) static inline void micro_16(const float *a, int64_t ps, const float *b0,
-                                                           const float *b1, int kc, const int R, float *out) {
+// acc(R rows, 16 tokens) over kc columns: a = panel rows (stride KN_MM_KC, a constant so every row is a
+// fixed displacement from one register), b0/b1 = two packed x tiles.
+__attribute__((always_inline)) static inline void micro_16(const float *a, const float *b0, const float *b1, int kc,
+                                                           const int R, float *out) {
     __m256 c0[KN_MM_MR], c1[KN_MM_MR];
     KN_UNROLL
     for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+#if defined(__GNUC__)
+#pragma GCC unroll 2
+#endif
     for (int k = 0; k < kc; k++) {
         __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b1 + 8 * k);
         KN_UNROLL
         for (int r = 0; r < R; r++) {
-            __m256 w = _mm256_broadcast_ss(a + r * ps + k);
+            __m256 w = _mm256_broadcast_ss(a + r * KN_MM_KC + k);
             c0[r] = _mm256_fmadd_ps(w, x0, c0[r]);
             c1[r] = _mm256_fmadd_ps(w, x1, c1[r]);
         }
@@ -783,8 +779,8 @@ __attribute__((always_inline)) static inline void micro_16(const float *a, int64
     }
 }
 
-__attribute__((always_inline)) static inline void micro_8(const float *a, int64_t ps, const float *b0, int kc,
-                                                          const int R, float *out) {
+__attribute__((always_inline)) static inline void micro_8(const float *a, const float *b0, int kc, const int R,
+                                                          float *out) {
     __m256 c0[KN_MM_MR], c1[KN_MM_MR];
     KN_UNROLL
     for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
@@ -793,37 +789,37 @@ __attribute__((always_inline)) static inline void micro_8(const float *a, int64_
         __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b0 + 8 * k + 8);
         KN_UNROLL
         for (int r = 0; r < R; r++) {
-            c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k), x0, c0[r]);
-            c1[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k + 1), x1, c1[r]);
+            c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * KN_MM_KC + k), x0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * KN_MM_KC + k + 1), x1, c1[r]);
         }
     }
     for (; k < kc; k++) {
         __m256 x0 = _mm256_load_ps(b0 + 8 * k);
         KN_UNROLL
-        for (int r = 0; r < R; r++) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * ps + k), x0, c0[r]);
+        for (int r = 0; r < R; r++) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * KN_MM_KC + k), x0, c0[r]);
     }
     KN_UNROLL
     for (int r = 0; r < R; r++) _mm256_storeu_ps(out + 16 * r, _mm256_add_ps(c0[r], c1[r]));
 }
 
-static void micro_16_any(const float *a, int64_t ps, const float *b0, const float *b1, int kc, int R, float *out) {
+static void micro_16_any(const float *a, const float *b0, const float *b1, int kc, int R, float *out) {
     switch (R) {
-    case 1: micro_16(a, ps, b0, b1, kc, 1, out); break;
-    case 2: micro_16(a, ps, b0, b1, kc, 2, out); break;
-    case 3: micro_16(a, ps, b0, b1, kc, 3, out); break;
-    case 4: micro_16(a, ps, b0, b1, kc, 4, out); break;
-    case 5: micro_16(a, ps, b0, b1, kc, 5, out); break;
-    default: micro_16(a, ps, b0, b1, kc, 6, out); break;
+    case 1: micro_16(a, b0, b1, kc, 1, out); break;
+    case 2: micro_16(a, b0, b1, kc, 2, out); break;
+    case 3: micro_16(a, b0, b1, kc, 3, out); break;
+    case 4: micro_16(a, b0, b1, kc, 4, out); break;
+    case 5: micro_16(a, b0, b1, kc, 5, out); break;
+    default: micro_16(a, b0, b1, kc, 6, out); break;
     }
 }
-static void micro_8_any(const float *a, int64_t ps, const float *b0, int kc, int R, float *out) {
+static void micro_8_any(const float *a, const float *b0, int kc, int R, float *out) {
     switch (R) {
-    case 1: micro_8(a, ps, b0, kc, 1, out); break;
-    case 2: micro_8(a, ps, b0, kc, 2, out); break;
-    case 3: micro_8(a, ps, b0, kc, 3, out); break;
-    case 4: micro_8(a, ps, b0, kc, 4, out); break;
-    case 5: micro_8(a, ps, b0, kc, 5, out); break;
-    default: micro_8(a, ps, b0, kc, 6, out); break;
+    case 1: micro_8(a, b0, kc, 1, out); break;
+    case 2: micro_8(a, b0, kc, 2, out); break;
+    case 3: micro_8(a, b0, kc, 3, out); break;
+    case 4: micro_8(a, b0, kc, 4, out); break;
+    case 5: micro_8(a, b0, kc, 5, out); break;
+    default: micro_8(a, b0, kc, 6, out); break;
     }
 }
 
@@ -834,31 +830,21 @@ static void mm_panel_task(void *vctx, int task, int tid) {
     float *panel = kn_cpu_thread_scratch(c->cpu, tid); // (KN_MM_MR, KN_MM_KC)
     float out[KN_MM_MR * 16];
     const int64_t K = c->K, N = c->N;
-    const int direct = c->type == KN_F32; // F32 rows serve as the panel themselves
     for (int64_t k0 = 0; k0 < K; k0 += KN_MM_KC) {
         int kc = (int)(K - k0 < KN_MM_KC ? K - k0 : KN_MM_KC);
         for (int64_t rg = r0; rg < r1; rg += KN_MM_MR) {
             int R = (int)(r1 - rg < KN_MM_MR ? r1 - rg : KN_MM_MR);
-            const float *a;
-            int64_t ps;
-            if (direct) {
-                a = (const float *)(c->w + (size_t)rg * c->row_bytes) + k0;
-                ps = K;
-            } else {
-                KN_UNROLL
-                for (int r = 0; r < R; r++)
-                    panel_fill_row(c->type, c->w + (size_t)(rg + r) * c->row_bytes, k0, kc, panel + r * KN_MM_KC);
-                a = panel;
-                ps = KN_MM_KC;
-            }
+            for (int r = 0; r < R; r++)
+                panel_fill_row(c->type, c->w + (size_t)(rg + r) * c->row_bytes, k0, kc, panel + r * KN_MM_KC);
+            const float *a = panel;
             for (int tile = 0; tile < c->n_tiles; tile += 2) {
                 const float *b0 = c->xp + ((size_t)tile * K + k0) * KN_MM_TILE;
                 int width;
                 if (tile + 1 < c->n_tiles) {
-                    micro_16_any(a, ps, b0, b0 + (size_t)K * KN_MM_TILE, kc, R, out);
+                    micro_16_any(a, b0, b0 + (size_t)K * KN_MM_TILE, kc, R, out);
                     width = 16;
                 } else {
-                    micro_8_any(a, ps, b0, kc, R, out);
+                    micro_8_any(a, b0, kc, R, out);
                     width = 8;
                 }
                 int t_base = tile * KN_MM_TILE;

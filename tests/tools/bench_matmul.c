@@ -2,6 +2,7 @@
 // streaming-read bandwidth estimate, reported as the implied tokens/s of the whole model's matmuls.
 //
 // usage: bench_matmul [-t THREADS] [-r REPS] [-n N_TOK,...] [-m q4km|q8_0|f16|...,...] [--scalar] [--no-bw]
+//                     [--attn CTX,...]   (decode attention instead: 22 layers, 32 heads / 4 KV heads, head_dim 64)
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "kernels/kn.h"
 #include "kernels/kn_cpu_impl.h"
+#include "kvcache/kv_quant_math.h"
 
 #define N_LAYER 22
 #define DIM 2048
@@ -166,9 +168,118 @@ static double bandwidth(int n_threads, size_t nbytes, int reps) {
     return (double)nbytes / best / 1e9;
 }
 
+// ---- decode attention ------------------------------------------------------------------------------
+
+#define AT_HEAD 32
+#define AT_KV 4
+#define AT_D 64
+
+struct at_layer {
+    struct kv_layer_view view;
+    struct kv_head_view hv[AT_KV];
+    void **blocks[AT_KV]; // fp blocks then packed groups
+};
+
+// One layer's cache of ctx tokens: fp16 only (bits 0) or KIVI (the newest 128 exact, the rest in groups of 32).
+static int at_build(struct kn_backend *be, struct at_layer *L, int ctx, int bits) {
+    memset(L, 0, sizeof *L);
+    int G = 32, n_fp = bits ? (ctx < 128 ? ctx : 128) : ctx, n_q = bits ? (ctx - n_fp) / G : 0;
+    n_fp = ctx - n_q * G;
+    struct kv_qfmt f = kv_qfmt_make(AT_D, G, bits ? bits : 2);
+    for (int h = 0; h < AT_KV; h++) {
+        int nfb = (n_fp + 31) / 32;
+        L->blocks[h] = calloc((size_t)(nfb + n_q + 1), sizeof(void *));
+        if (!L->blocks[h]) return -1;
+        for (int b = 0; b < nfb; b++) {
+            size_t nb = kv_fp_block_bytes(AT_D);
+            uint8_t *p = be->ops->alloc(be, nb, KN_MEM_KV);
+            if (!p) return -1;
+            for (size_t i = 0; i < nb; i += 2) {
+                kn_half v = kn_float_to_half((float)((int)(rnd64() % 2001) - 1000) * 1e-3f);
+                memcpy(p + i, &v, 2);
+            }
+            for (int s = 0; s < 32; s++) kvq_fp_pos(p)[s] = n_q * G + b * 32 + s;
+            L->blocks[h][b] = p;
+        }
+        for (int g = 0; g < n_q; g++) {
+            size_t nb = kv_q_block_bytes(f);
+            uint8_t *p = be->ops->alloc(be, nb, KN_MEM_KV);
+            if (!p) return -1;
+            for (size_t i = 0; i < nb; i++) p[i] = (uint8_t)rnd64();
+            *kvq_pos_base(p) = g * G;
+            *kvq_live(p) = 0xffffffffu;
+            for (int t = 0; t < G; t++) kvq_pos_off(p, f)[t] = (uint16_t)t;
+            for (int d = 0; d < AT_D; d++) {
+                kvq_kscale(p, f)[d] = kn_float_to_half(0.1f);
+                kvq_kzero(p, f)[d] = kn_float_to_half(-0.2f);
+            }
+            for (size_t i = 0; i < kv_q_n_vgroups(f); i++) {
+                kvq_vscale(p, f)[i] = kn_float_to_half(0.1f);
+                kvq_vzero(p, f)[i] = kn_float_to_half(-0.2f);
+            }
+            L->blocks[h][nfb + g] = p;
+        }
+        L->hv[h].n_fp = n_fp;
+        L->hv[h].n_q = n_q;
+        L->hv[h].fp_blocks = L->blocks[h];
+        L->hv[h].q_blocks = L->blocks[h] + nfb;
+    }
+    L->view.n_head_kv = AT_KV;
+    L->view.head_dim = AT_D;
+    L->view.bits = bits;
+    L->view.group = G;
+    L->view.max_slots = ctx;
+    L->view.heads = L->hv;
+    return 0;
+}
+
+static void at_free(struct kn_backend *be, struct at_layer *L) {
+    for (int h = 0; h < AT_KV; h++) {
+        int n = (L->hv[h].n_fp + 31) / 32 + L->hv[h].n_q;
+        for (int i = 0; i < n; i++) be->ops->dealloc(be, L->blocks[h][i]);
+        free(L->blocks[h]);
+    }
+}
+
+static int bench_attention(struct kn_backend *be, const char *ctxs, int reps) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", ctxs);
+    static struct at_layer layers[N_LAYER];
+    float q[AT_HEAD * AT_D], out[AT_HEAD * AT_D];
+    for (int i = 0; i < AT_HEAD * AT_D; i++) q[i] = (float)((int)(rnd64() % 2001) - 1000) * 1e-3f;
+    printf("decode attention, 22 layers x %d heads (%d KV heads), head_dim %d\n", AT_HEAD, AT_KV, AT_D);
+    for (char *cs = strtok(buf, ","); cs; cs = strtok(NULL, ",")) {
+        int ctx = atoi(cs);
+        for (int bits = 0; bits <= 4; bits += 2) {
+            if (bits == 0 || bits == 2 || bits == 4) {
+                for (int l = 0; l < N_LAYER; l++)
+                    if (at_build(be, &layers[l], ctx, bits)) {
+                        fprintf(stderr, "bench_matmul: out of memory for the attention cache\n");
+                        return 1;
+                    }
+                int32_t pos = ctx;
+                double best = 1e30;
+                for (int r = 0; r < reps + 1; r++) {
+                    double t0 = now_s();
+                    for (int l = 0; l < N_LAYER; l++) {
+                        struct kn_attn_args a = {out, q, &pos, 1, AT_HEAD, 0.125f, &layers[l].view, NULL, 0};
+                        be->ops->attention(be, &a);
+                    }
+                    double t = now_s() - t0;
+                    if (r && t < best) best = t;
+                }
+                printf("  ctx %5d %-6s: %.3f ms per token\n", ctx, bits ? (bits == 2 ? "KIVI-2" : "KIVI-4") : "fp16",
+                       best * 1e3);
+                for (int l = 0; l < N_LAYER; l++) at_free(be, &layers[l]);
+            }
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int n_threads = 2, reps = 5, scalar = 0, do_bw = 1;
-    const char *toks = "1,128", *mixes = "q4km,q8_0";
+    const char *toks = "1,128", *mixes = "q4km,q8_0", *attn = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) n_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-r") && i + 1 < argc) reps = atoi(argv[++i]);
@@ -176,9 +287,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) mixes = argv[++i];
         else if (!strcmp(argv[i], "--scalar")) scalar = 1;
         else if (!strcmp(argv[i], "--no-bw")) do_bw = 0;
+        else if (!strcmp(argv[i], "--attn") && i + 1 < argc) attn = argv[++i];
         else {
             fprintf(stderr, "usage: %s [-t THREADS] [-r REPS] [-n N_TOK,...] [-m q4km|q8_0|q4_0|...,...] [--scalar] "
-                            "[--no-bw]\n", argv[0]);
+                            "[--no-bw] [--attn CTX,...]\n", argv[0]);
             return 2;
         }
     }
@@ -189,6 +301,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (scalar) kn_cpu_force_scalar(be, 1);
+    if (attn) {
+        int rc = bench_attention(be, attn, reps);
+        kn_free(be);
+        return rc;
+    }
     printf("TinyLlama-1.1B matmuls (22 layers x q,k,v,o,gate,up,down + output), %d threads%s\n", n_threads,
            scalar ? ", scalar kernels" : "");
     if (do_bw) {
