@@ -527,9 +527,11 @@ static struct errs run_fixture(struct rec *rb, const char *path, int n, int n_sp
     }
     runs[2] = rec_take(rb);
     CHECK_MSG(win_ok, "%s: sliding-window layers must keep exactly their window", path);
-    // the context is full now: one more token is refused, not computed
+    // the context is full now: one more token is refused with a message, not computed
     float *spare = malloc((size_t)V * sizeof *spare);
-    CHECK(fwd(m, kv, tok, n, 1, KV_PHASE_DECODE, 0, spare) != 0);
+    int32_t p_full = n;
+    struct model_batch bf = {.tokens = tok, .pos = &p_full, .n = 1, .phase = KV_PHASE_DECODE};
+    CHECK(model_forward(m, kv, &bf, spare, err, sizeof err) != 0 && strstr(err, "context is full"));
     free(spare);
 
     for (int k = 0; k < 3; k++)
