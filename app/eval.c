@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/eval.h"
 #include "app/eval_text.h"
 #include "app/json.h"
 #include "app/modes.h"
@@ -278,7 +279,8 @@ static int text_pass(struct eval_ctx *c, struct kv_cache *kv, int32_t *top1, con
     double saving = 0.0, t0 = now_s(), t_dec = 0.0;
     if (run_batch(c, kv, c->toks, P, 0, KV_PHASE_PROMPT_END, err, errlen)) return -1;
     double t_pre = now_s() - t0;
-    for (int j = P; j < n; j++) {
+    int rc = 0;
+    for (int j = P; j < n && !rc; j++) {
         int32_t best;
         r->nll += nll_of(c->logits, c->n_vocab, c->toks[j], &best);
         if (top1) top1[j - P] = best;
@@ -286,16 +288,17 @@ static int text_pass(struct eval_ctx *c, struct kv_cache *kv, int32_t *top1, con
         r->n_scored++;
         if (j + 1 == n) break; // the last token is scored, never fed
         double t1 = now_s();
-        if (run_batch(c, kv, c->toks + j, 1, j, KV_PHASE_DECODE, err, errlen)) return -1;
+        rc = run_batch(c, kv, c->toks + j, 1, j, KV_PHASE_DECODE, err, errlen);
         t_dec += now_s() - t1;
-        if (kv_cache_stats(kv, &s) == 0) saving += saving_of(&s);
+        if (!rc && kv_cache_stats(kv, &s) == 0) saving += saving_of(&s);
     }
+    kv_stats_release(&s);
+    if (rc) return -1;
     r->saving_mean = n - 1 > P ? saving / (n - 1 - P) : 0.0;
     r->prefill_tok_s = t_pre > 0 ? P / t_pre : 0.0;
     r->decode_tok_s = t_dec > 0 ? (n - 1 - P) / t_dec : 0.0;
     r->n_prompt = P;
     r->n_gen = n - 1 - P;
-    kv_stats_release(&s);
     if (kv_cache_stats(kv, &r->kv)) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -428,9 +431,11 @@ static int pk_run(struct eval_ctx *c, struct kv_cache *kv, const struct pk_trial
 // ---- one configuration --------------------------------------------------------------------------------
 
 // Runs the configuration `cfg` (its KV options; the model is c's) over c's text or passkey trials and fills
-// r; with ref (the full cache's pass) counts top-1 agreement; with top1/ref_out it is the reference pass.
+// r (whose kv snapshot the caller releases, also on failure); with ref (the full cache's pass) counts top-1
+// agreement; with ref_out it is the reference pass and fills it.
 static int eval_run_config(struct eval_ctx *c, const struct app_params *cfg, const struct eval_ref *ref,
                            struct eval_ref *ref_out, struct eval_result *r, char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
     int need = c->n_tok;
     for (int i = 0; i < c->n_pk; i++)
         if (c->pk[i].n + PK_ANSWER_TOKENS > need) need = c->pk[i].n + PK_ANSWER_TOKENS;
@@ -439,7 +444,6 @@ static int eval_run_config(struct eval_ctx *c, const struct app_params *cfg, con
     struct kv_cache *kv = kv_cache_init(c->be, &kp, err, errlen);
     if (!kv) return -1;
     int rc = 0;
-    memset(r, 0, sizeof *r);
     if (c->n_pk == 0) {
         rc = text_pass(c, kv, ref_out ? ref_out->top1 : NULL, ref ? ref->top1 : NULL, r, err, errlen);
         if (!rc && ref_out) ref_out->nll = r->nll;
@@ -600,54 +604,123 @@ static void print_table(struct eval_ctx *c, const struct eval_ref *ref, const st
     }
 }
 
-// ---- the mode -----------------------------------------------------------------------------------------
+// ---- the session `eval --sweep` drives (app/eval.h) ----------------------------------------------------
 
-int app_eval(const struct app_params *p) {
-    char err[1024];
-    if (p->sweep) {
-        fprintf(stderr,
-                "kvchat: --sweep arrives with the comparison policies; run eval once per setting for now\n");
-        return 1;
-    }
+struct eval_session {
     struct eval_ctx c;
-    struct eval_ref ref;
-    struct eval_result full, res;
-    memset(&ref, 0, sizeof ref);
-    memset(&full, 0, sizeof full);
-    memset(&res, 0, sizeof res);
-    int status = 1;
-    if (ctx_init(&c, p, err, sizeof err)) goto fail;
+    struct eval_ref ref;     // the full cache's pass
+    struct eval_result full; // and its own numbers
+    struct eval_row full_row;
+};
+
+// The row of result r (r's kv snapshot is copied: out owns its arrays).
+static int row_from(const struct eval_session *s, const struct eval_result *r, struct eval_row *out) {
+    memset(out, 0, sizeof *out);
+    if (s->c.n_pk == 0 && r->n_scored > 0) {
+        out->ppl = exp(r->nll / r->n_scored);
+        out->ppl_full = exp(s->ref.nll / r->n_scored);
+        out->top1_agree = (double)r->agree / r->n_scored;
+    }
+    out->pk_ok = r->pk_ok;
+    out->pk_n = r->pk_n;
+    out->kv_saving = saving_of(&r->kv);
+    out->kv_saving_mean = r->saving_mean;
+    return kv_stats_copy(&out->kv, &r->kv);
+}
+
+void eval_session_close(struct eval_session *s) {
+    if (!s) return;
+    free(s->ref.top1);
+    kv_stats_release(&s->ref.kv);
+    kv_stats_release(&s->full.kv);
+    kv_stats_release(&s->full_row.kv);
+    ctx_free(&s->c);
+    free(s);
+}
+
+struct eval_session *eval_session_open(const struct app_params *p, char *err, size_t errlen) {
+    struct eval_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    struct eval_ctx *c = &s->c;
+    if (ctx_init(c, p, err, errlen)) goto fail;
     if (p->task) {
-        int target =
-            p->eval_tokens < c.n_ctx - PK_ANSWER_TOKENS ? p->eval_tokens : c.n_ctx - PK_ANSWER_TOKENS;
-        if (pk_build(&c, target, err, sizeof err)) goto fail;
+        int room = c->n_ctx - PK_ANSWER_TOKENS;
+        if (pk_build(c, p->eval_tokens < room ? p->eval_tokens : room, err, errlen)) goto fail;
     } else {
-        if (load_text(&c, err, sizeof err)) goto fail;
-        ref.top1 = malloc((size_t)c.n_tok * sizeof *ref.top1);
-        if (!ref.top1) {
-            snprintf(err, sizeof err, "out of memory");
+        if (load_text(c, err, errlen)) goto fail;
+        s->ref.top1 = malloc((size_t)c->n_tok * sizeof *s->ref.top1);
+        if (!s->ref.top1) {
+            snprintf(err, errlen, "out of memory");
             goto fail;
         }
     }
     struct app_params pf = *p; // the reference: full cache, no quantization
     pf.kv_policy = KV_POLICY_FULL;
     pf.kv_bits = 16;
-    if (eval_run_config(&c, &pf, NULL, &ref, &full, err, sizeof err)) goto fail;
-    full.agree = full.n_scored;
-    if (eval_run_config(&c, p, &ref, NULL, &res, err, sizeof err)) goto fail;
-    if (p->json)
-        print_json(&c, &ref, &full, &res);
-    else
-        print_table(&c, &ref, &full, &res);
-    status = 0;
-    goto done;
+    if (eval_run_config(c, &pf, NULL, &s->ref, &s->full, err, errlen)) goto fail;
+    s->full.agree = s->full.n_scored;
+    if (row_from(s, &s->full, &s->full_row)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return s;
 fail:
-    fprintf(stderr, "kvchat: eval: %s\n", err);
-done:
-    free(ref.top1);
-    kv_stats_release(&ref.kv);
-    kv_stats_release(&full.kv);
-    kv_stats_release(&res.kv);
-    ctx_free(&c);
-    return status;
+    eval_session_close(s);
+    return NULL;
+}
+
+int eval_session_run(struct eval_session *s, const struct app_params *cfg, struct eval_row *out, char *err,
+                     size_t errlen) {
+    struct eval_result r;
+    if (eval_run_config(&s->c, cfg, &s->ref, NULL, &r, err, errlen)) {
+        kv_stats_release(&r.kv);
+        return -1;
+    }
+    int rc = row_from(s, &r, out);
+    kv_stats_release(&r.kv);
+    if (rc) snprintf(err, errlen, "out of memory");
+    return rc;
+}
+
+const struct eval_row *eval_session_full(const struct eval_session *s) { return &s->full_row; }
+
+void eval_session_info(const struct eval_session *s, struct eval_info *out) {
+    const struct model_config *mc = model_get_config(s->c.m);
+    memset(out, 0, sizeof *out);
+    snprintf(out->model, sizeof out->model, "%s", mc->name);
+    snprintf(out->arch, sizeof out->arch, "%s", mc->arch_name);
+    snprintf(out->device, sizeof out->device, "%s", s->c.be->ops->name);
+    out->passkey = s->c.n_pk > 0;
+    snprintf(out->text, sizeof out->text, "%s", out->passkey ? "passkey" : s->c.text_name);
+    out->n_tok = out->passkey ? s->c.pk[s->c.n_pk - 1].n : s->c.n_tok;
+    out->n_prompt = out->passkey ? s->c.n_pk : s->c.n_prompt;
+}
+
+// ---- the mode -----------------------------------------------------------------------------------------
+
+int app_eval(const struct app_params *p) {
+    if (p->sweep) return app_eval_sweep(p);
+    char err[1024];
+    struct eval_session *s = eval_session_open(p, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "kvchat: eval: %s\n", err);
+        return 1;
+    }
+    struct eval_result r;
+    if (eval_run_config(&s->c, p, &s->ref, NULL, &r, err, sizeof err)) {
+        fprintf(stderr, "kvchat: eval: %s\n", err);
+        kv_stats_release(&r.kv);
+        eval_session_close(s);
+        return 1;
+    }
+    if (p->json)
+        print_json(&s->c, &s->ref, &s->full, &r);
+    else
+        print_table(&s->c, &s->ref, &s->full, &r);
+    kv_stats_release(&r.kv);
+    eval_session_close(s);
+    return 0;
 }
