@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/kn_cuda_ops.h"
 #include "kvcache/kv_quant_math.h"
@@ -26,6 +27,19 @@
 #define KN_POS_CACHE 4096               // positions arrays up to this length are uploaded once per epoch
 
 enum kn_gemm_mode { KN_GEMM_F32, KN_GEMM_TF32, KN_GEMM_F16 };
+
+// KVCHAT_CUDA_PROF=1: every op waits for the GPU and its time is summed per op kind (printed at free).
+enum kn_prof_op {
+    PR_GEMV, PR_GEMM, PR_GET_ROWS, PR_RMSNORM, PR_ROPE, PR_ADD, PR_SCALE, PR_GLU, PR_ATTN, PR_KV_STORE,
+    PR_KV_CMDS, PR_UPLOAD, PR_DOWNLOAD, PR_MEMSET, PR_ARGMAX, PR_N
+};
+static const char *const prof_names[PR_N] = {"matmul gemv", "matmul gemm", "get_rows", "rmsnorm", "rope",
+                                             "add", "scale", "glu", "attention", "kv_store", "kv commands",
+                                             "upload", "download", "memset0", "argmax"};
+struct kn_prof {
+    double host, total; // seconds in the call / until the GPU finished it
+    uint64_t n;
+};
 
 struct amap_ent {
     uintptr_t key; // 0: empty
@@ -48,6 +62,9 @@ struct kn_cuda {
     char dev_name[256];
     char err[512];
     int broken; // a sticky CUDA error happened: the context is unusable
+    int gemv_legacy; // KVCHAT_CUDA_GEMV=legacy: float weights through the 32-value segment GEMV
+    int prof;
+    struct kn_prof pr[PR_N];
 
     // counted device allocations
     uint64_t ours[KN_MEM_TAGS];
@@ -299,6 +316,37 @@ static int stage_send(struct kn_cuda *cu) {
     return cuda_fail(cu, "staging copy", e);
 }
 
+// ---- profiling ------------------------------------------------------------------------------------------
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static double prof_t0(const struct kn_cuda *cu) { return cu->prof ? now_s() : 0.0; }
+static void prof_end(struct kn_cuda *cu, int id, double t0) {
+    if (!cu->prof) return;
+    double t1 = now_s();
+    cudaStreamSynchronize(cu->stream);
+    stage_reset(cu);
+    double t2 = now_s();
+    cu->pr[id].host += t1 - t0;
+    cu->pr[id].total += t2 - t0;
+    cu->pr[id].n++;
+}
+static void prof_print(const struct kn_cuda *cu) {
+    double sum = 0;
+    for (int i = 0; i < PR_N; i++) sum += cu->pr[i].total;
+    fprintf(stderr, "kvchat cuda profile (%s; each op waited for):\n%-14s %9s %12s %12s %7s\n", cu->dev_name, "op",
+            "calls", "host us/call", "total us/call", "share");
+    for (int i = 0; i < PR_N; i++) {
+        const struct kn_prof *p = &cu->pr[i];
+        if (!p->n) continue;
+        fprintf(stderr, "%-14s %9llu %12.2f %12.2f %6.1f%%\n", prof_names[i], (unsigned long long)p->n,
+                1e6 * p->host / (double)p->n, 1e6 * p->total / (double)p->n, sum > 0 ? 100.0 * p->total / sum : 0.0);
+    }
+}
+
 // ---- KV command queue -------------------------------------------------------------------------------------
 
 static int q_reserve(struct kn_cuda *cu, size_t n_cmd, size_t n_slot) {
@@ -464,7 +512,13 @@ static int q_push(struct kn_cuda *cu, struct kn_cuda_cmd *c, const struct kv_slo
 }
 
 // Every op that is not a queued command starts here: the queue runs first, so stream order is call order.
-static int pre_op(struct kn_cuda *cu) { return q_flush(cu); }
+static int pre_op(struct kn_cuda *cu) {
+    if (!cu->q_n) return 0;
+    double t0 = prof_t0(cu);
+    int rc = q_flush(cu);
+    prof_end(cu, PR_KV_CMDS, t0);
+    return rc;
+}
 
 // ---- memory ops ---------------------------------------------------------------------------------------------
 
@@ -498,12 +552,15 @@ static int cuda_upload(struct kn_backend *be, void *dst, const void *src, size_t
     }
     if (pre_op(cu)) return -1;
     if (nbytes <= KN_UPLOAD_STAGED) {
+        const double t0 = prof_t0(cu);
         if (stage_reserve(cu, nbytes)) return -1;
         void *h;
         stage_alloc(cu, nbytes, &h);
         memcpy(h, src, nbytes);
         cu->st_sent = cu->st_used; // goes straight to dst, not to the staging mirror
-        return cuda_fail(cu, "upload", cudaMemcpyAsync(dst, h, nbytes, cudaMemcpyHostToDevice, cu->stream));
+        int rc = cuda_fail(cu, "upload", cudaMemcpyAsync(dst, h, nbytes, cudaMemcpyHostToDevice, cu->stream));
+        prof_end(cu, PR_UPLOAD, t0);
+        return rc;
     }
     if (cuda_fail(cu, "upload", cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, cu->stream))) return -1;
     return stream_sync(cu);
@@ -529,10 +586,12 @@ static int cuda_download(struct kn_backend *be, void *dst, const void *src, size
     if (pre_op(cu)) return -1;
     if (!nbytes) return 0;
     if (nbytes <= KN_DL_MAX && dl_reserve(cu, nbytes) == 0) {
+        const double t0 = prof_t0(cu);
         if (cuda_fail(cu, "download", cudaMemcpyAsync(cu->dl_host, src, nbytes, cudaMemcpyDeviceToHost, cu->stream)))
             return -1;
         if (stream_sync(cu)) return -1;
         memcpy(dst, cu->dl_host, nbytes);
+        prof_end(cu, PR_DOWNLOAD, t0);
         return 0;
     }
     if (cuda_fail(cu, "download", cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, cu->stream))) return -1;
@@ -551,7 +610,10 @@ static int cuda_memset0(struct kn_backend *be, void *dst, size_t nbytes) {
         return q_push(cu, &c, NULL, 0);
     }
     if (pre_op(cu)) return -1;
-    return cuda_fail(cu, "memset", cudaMemsetAsync(dst, 0, nbytes, cu->stream));
+    const double t0 = prof_t0(cu);
+    int rc = cuda_fail(cu, "memset", cudaMemsetAsync(dst, 0, nbytes, cu->stream));
+    prof_end(cu, PR_MEMSET, t0);
+    return rc;
 }
 
 // Weights go to the device once, as GGUF blocks (2-byte aligned block types padded to 4, kn_cuda_ops.h).
@@ -657,8 +719,10 @@ static void cuda_matmul(struct kn_backend *be, float *y, const struct kn_tensor 
             return;
         x = cu->x_align;
     }
+    const double t0 = prof_t0(cu);
     if (n_tok <= KN_CUDA_GEMV_MAX_TOK) {
-        launch_rc(cu, "gemv", kn_cuda_gemv(cu->stream, y, w->data, w->type, N, K, x, n_tok));
+        launch_rc(cu, "gemv", kn_cuda_gemv(cu->stream, y, w->data, w->type, N, K, x, n_tok, cu->gemv_legacy));
+        prof_end(cu, PR_GEMV, t0);
         return;
     }
     if (N > INT32_MAX || K > INT32_MAX) {
@@ -669,6 +733,7 @@ static void cuda_matmul(struct kn_backend *be, float *y, const struct kn_tensor 
     if (w->type == KN_F32 && cu->gemm_mode != KN_GEMM_F16) {
         blas_fail(cu, "sgemm", cublasSgemm(cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, n_tok, (int)K, &one, w->data,
                                           (int)K, x, (int)K, &zero, y, (int)N));
+        prof_end(cu, PR_GEMM, t0);
         return;
     }
     const int half = cu->gemm_mode == KN_GEMM_F16;
@@ -700,11 +765,13 @@ static void cuda_matmul(struct kn_backend *be, float *y, const struct kn_tensor 
                             (int)K, &zero, y + r0, (int)N);
         if (blas_fail(cu, "gemm", s)) return;
     }
+    prof_end(cu, PR_GEMM, t0);
 }
 
 static void cuda_get_rows(struct kn_backend *be, float *y, const struct kn_tensor *w, const int32_t *ids, int n) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu) || n <= 0) return;
+    const double t0 = prof_t0(cu);
     if (stage_reserve(cu, (size_t)n * 4)) return;
     void *hv;
     const int32_t *d_ids = stage_alloc(cu, (size_t)n * 4, &hv);
@@ -725,6 +792,7 @@ static void cuda_get_rows(struct kn_backend *be, float *y, const struct kn_tenso
             if (ids[i] < 0 || ids[i] >= w->n_rows)
                 cudaMemsetAsync(y + (size_t)i * w->n_cols, 0, sizeof(float) * (size_t)w->n_cols, cu->stream);
     }
+    prof_end(cu, PR_GET_ROWS, t0);
 }
 
 static void cuda_rmsnorm(struct kn_backend *be, float *y, const float *x, const struct kn_tensor *w, int n_rows, int dim,
@@ -735,7 +803,9 @@ static void cuda_rmsnorm(struct kn_backend *be, float *y, const float *x, const 
         set_err(cu, "rmsnorm: weight must be F32 with %d values", dim);
         return;
     }
+    const double t0 = prof_t0(cu);
     launch_rc(cu, "rmsnorm", kn_cuda_rmsnorm(cu->stream, y, x, w->data, n_rows, dim, eps));
+    prof_end(cu, PR_RMSNORM, t0);
 }
 
 static void cuda_rope(struct kn_backend *be, float *x, const int32_t *pos, int n_tok, int n_head, int head_dim, int n_rot,
@@ -746,27 +816,35 @@ static void cuda_rope(struct kn_backend *be, float *x, const int32_t *pos, int n
         set_err(cu, "rope: n_rot %d invalid for head_dim %d", n_rot, head_dim);
         return;
     }
+    const double t0 = prof_t0(cu);
     if (stage_reserve(cu, (size_t)n_tok * 4)) return;
     const int32_t *d_pos = stage_pos(cu, pos, n_tok);
     if (stage_send(cu)) return;
     launch_rc(cu, "rope",
               kn_cuda_rope(cu->stream, x, d_pos, n_tok, n_head, head_dim, n_rot, freq_base, freq_scale, mode));
+    prof_end(cu, PR_ROPE, t0);
 }
 
 static void cuda_add(struct kn_backend *be, float *y, const float *x, size_t n) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu)) return;
+    const double t0 = prof_t0(cu);
     launch_rc(cu, "add", kn_cuda_add(cu->stream, y, x, n));
+    prof_end(cu, PR_ADD, t0);
 }
 static void cuda_scale(struct kn_backend *be, float *y, float s, size_t n) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu)) return;
+    const double t0 = prof_t0(cu);
     launch_rc(cu, "scale", kn_cuda_scale(cu->stream, y, s, n));
+    prof_end(cu, PR_SCALE, t0);
 }
 static void cuda_glu(struct kn_backend *be, float *y, const float *gate, const float *up, size_t n, int act) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu)) return;
+    const double t0 = prof_t0(cu);
     launch_rc(cu, "glu", kn_cuda_glu(cu->stream, y, gate, up, n, act));
+    prof_end(cu, PR_GLU, t0);
 }
 
 static void attn_zero(struct kn_cuda *cu, const struct kn_attn_args *a, int D) {
@@ -776,6 +854,7 @@ static void attn_zero(struct kn_cuda *cu, const struct kn_attn_args *a, int D) {
 static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu) || a->n_tok <= 0) return;
+    const double t0 = prof_t0(cu);
     const struct kv_layer_view *kv = a->kv;
     const int D = kv->head_dim, H = kv->n_head_kv;
     if (H <= 0 || D <= 0 || a->n_head % H != 0) {
@@ -866,18 +945,21 @@ static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) 
     p.q_pos = stage_pos(cu, a->q_pos, a->n_tok);
     if (stage_send(cu)) return;
     launch_rc(cu, "attention", kn_cuda_attention(cu->stream, &p));
+    prof_end(cu, PR_ATTN, t0);
 }
 
 static void cuda_kv_store(struct kn_backend *be, const struct kv_slot *dst, const float *k, const float *v,
                           const int32_t *pos, int n_tok, int n_head_kv, int D) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu) || n_tok <= 0 || n_head_kv <= 0) return;
+    const double t0 = prof_t0(cu);
     size_t ns = (size_t)n_tok * n_head_kv;
     if (stage_reserve(cu, ns * sizeof *dst + (size_t)n_tok * 4)) return;
     const struct kv_slot *d_dst = stage_put(cu, dst, ns * sizeof *dst);
     const int32_t *d_pos = stage_pos(cu, pos, n_tok);
     if (stage_send(cu)) return;
     launch_rc(cu, "kv_store", kn_cuda_kv_store(cu->stream, d_dst, k, v, d_pos, n_tok, n_head_kv, D));
+    prof_end(cu, PR_KV_STORE, t0);
 }
 
 static void cuda_kv_move(struct kn_backend *be, const struct kv_slot *src, const struct kv_slot *dst, int n, int D) {
@@ -953,6 +1035,7 @@ static int cuda_argmax(struct kn_backend *be, const float *x, int n) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu)) return -1;
     if (n <= 0) return -1;
+    const double t0 = prof_t0(cu);
     if (launch_rc(cu, "argmax", kn_cuda_argmax(cu->stream, cu->argmax_dev, x, n))) return -1;
     if (dl_reserve(cu, 4)) return -1;
     if (cuda_fail(cu, "argmax", cudaMemcpyAsync(cu->dl_host, cu->argmax_dev, 4, cudaMemcpyDeviceToHost, cu->stream)))
@@ -960,6 +1043,7 @@ static int cuda_argmax(struct kn_backend *be, const float *x, int n) {
     if (stream_sync(cu)) return -1;
     int32_t r;
     memcpy(&r, cu->dl_host, 4);
+    prof_end(cu, PR_ARGMAX, t0);
     return r;
 }
 
@@ -968,6 +1052,7 @@ static int cuda_argmax(struct kn_backend *be, const float *x, int n) {
 static void cuda_free(struct kn_backend *be) {
     struct kn_cuda *cu = cu_of(be);
     q_flush(cu);
+    if (cu->prof) prof_print(cu);
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     // every allocation still in the map (ours and the callers' leftovers)
     for (size_t i = 0; i < cu->amap_cap; i++)
@@ -1094,6 +1179,10 @@ struct kn_backend *kn_cuda_init(int device, char *err, size_t errlen) {
         goto fail;
     }
     cublasSetStream(cu->blas, cu->stream);
+    const char *pv = getenv("KVCHAT_CUDA_PROF");
+    cu->prof = pv && pv[0] && strcmp(pv, "0") != 0;
+    const char *gv = getenv("KVCHAT_CUDA_GEMV");
+    cu->gemv_legacy = gv && !strcmp(gv, "legacy");
     const char *mode = getenv("KVCHAT_CUDA_GEMM");
     cu->gemm_mode = KN_GEMM_F32;
     if (mode && !strcmp(mode, "tf32")) cu->gemm_mode = KN_GEMM_TF32;

@@ -75,10 +75,84 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
+// Float-type rows with K a multiple of 256: lane l takes values [256 c + 8 l, +8) of chunk c, so every weight
+// load of the warp is one contiguous 512 B (F16/BF16) or 1 KiB (F32) span; 4 chunks are loaded before use.
+template <int TYPE, int T>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_float_kernel(float *__restrict__ y, const uint8_t *__restrict__ w, int64_t N, int64_t K, size_t row_bytes,
+                      const float *__restrict__ x, int nt) {
+    constexpr int EB = TYPE == KN_F32 ? 4 : 2; // bytes per weight
+    constexpr int U = 4;                       // chunks in flight
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const uint8_t *wr = w + row * row_bytes + (size_t)lane * 8 * EB;
+    const int64_t nch = K / 256;
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int64_t c0 = 0; c0 < nch; c0 += U) {
+        uint4 raw[U][EB / 2];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (c0 + u < nch)
+#pragma unroll
+                for (int h = 0; h < EB / 2; h++) raw[u][h] = kn_ld_u128(wr + (size_t)(c0 + u) * 256 * EB + 16 * h);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (c0 + u >= nch) break;
+            float wv[8];
+            if constexpr (TYPE == KN_F32) {
+                const uint32_t a[8] = {raw[u][0].x, raw[u][0].y, raw[u][0].z, raw[u][0].w,
+                                       raw[u][1].x, raw[u][1].y, raw[u][1].z, raw[u][1].w};
+#pragma unroll
+                for (int i = 0; i < 8; i++) wv[i] = __uint_as_float(a[i]);
+            } else {
+                const uint32_t a[4] = {raw[u][0].x, raw[u][0].y, raw[u][0].z, raw[u][0].w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const uint16_t lo = (uint16_t)(a[i] & 0xffffu), hi = (uint16_t)(a[i] >> 16);
+                    wv[2 * i] = TYPE == KN_F16 ? kn_h2f(lo) : kn_bf2f(lo);
+                    wv[2 * i + 1] = TYPE == KN_F16 ? kn_h2f(hi) : kn_bf2f(hi);
+                }
+            }
+            const int64_t k0 = (c0 + u) * 256 + 8 * lane;
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                if (t < nt) {
+                    const float4 xa = __ldg((const float4 *)(x + (size_t)t * K + k0));
+                    const float4 xb = __ldg((const float4 *)(x + (size_t)t * K + k0 + 4));
+                    float a = acc[t];
+                    a = fmaf(wv[0], xa.x, a);
+                    a = fmaf(wv[1], xa.y, a);
+                    a = fmaf(wv[2], xa.z, a);
+                    a = fmaf(wv[3], xa.w, a);
+                    a = fmaf(wv[4], xb.x, a);
+                    a = fmaf(wv[5], xb.y, a);
+                    a = fmaf(wv[6], xb.z, a);
+                    a = fmaf(wv[7], xb.w, a);
+                    acc[t] = a;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        float v = kn_warp_sum(acc[t]);
+        if (lane == 0 && t < nt) y[(size_t)t * N + row] = v;
+    }
+}
+
 template <int TYPE, int T> static int gemv_launch(cudaStream_t st, float *y, const void *w, int64_t N, int64_t K,
-                                                 const float *x, int nt) {
+                                                 const float *x, int nt, int legacy) {
     dim3 grid((unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS));
     size_t rb = kn_cuda_row_bytes(TYPE, K);
+    if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16) {
+        if (K % 256 == 0 && !legacy) {
+            gemv_float_kernel<TYPE, T><<<grid, GEMV_WARPS * 32, 0, st>>>(y, (const uint8_t *)w, N, K, rb, x, nt);
+            return kn_cuda_launch_status();
+        }
+    }
     if (K % 32 == 0)
         gemv_kernel<TYPE, T><<<grid, GEMV_WARPS * 32, 0, st>>>(y, (const uint8_t *)w, N, K, rb, x, nt);
     else if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16)
@@ -89,19 +163,19 @@ template <int TYPE, int T> static int gemv_launch(cudaStream_t st, float *y, con
 }
 
 template <int TYPE> static int gemv_type(cudaStream_t st, float *y, const void *w, int64_t N, int64_t K,
-                                        const float *x, int nt) {
-    if (nt == 1) return gemv_launch<TYPE, 1>(st, y, w, N, K, x, nt);
-    if (nt == 2) return gemv_launch<TYPE, 2>(st, y, w, N, K, x, nt);
-    if (nt <= 4) return gemv_launch<TYPE, 4>(st, y, w, N, K, x, nt);
-    return gemv_launch<TYPE, 8>(st, y, w, N, K, x, nt);
+                                        const float *x, int nt, int legacy) {
+    if (nt == 1) return gemv_launch<TYPE, 1>(st, y, w, N, K, x, nt, legacy);
+    if (nt == 2) return gemv_launch<TYPE, 2>(st, y, w, N, K, x, nt, legacy);
+    if (nt <= 4) return gemv_launch<TYPE, 4>(st, y, w, N, K, x, nt, legacy);
+    return gemv_launch<TYPE, 8>(st, y, w, N, K, x, nt, legacy);
 }
 
 extern "C" int kn_cuda_gemv(void *stream, float *y, const void *w, int type, int64_t N, int64_t K, const float *x,
-                            int n_tok) {
+                            int n_tok, int legacy) {
     if (n_tok <= 0 || N <= 0) return 0;
     if (n_tok > KN_CUDA_GEMV_MAX_TOK) return (int)cudaErrorInvalidValue;
     cudaStream_t st = (cudaStream_t)stream;
-#define GEMV_CALL(TY) return gemv_type<TY>(st, y, w, N, K, x, n_tok)
+#define GEMV_CALL(TY) return gemv_type<TY>(st, y, w, N, K, x, n_tok, legacy)
     KN_TYPE_DISPATCH(type, GEMV_CALL)
 #undef GEMV_CALL
     return 0;

@@ -36,7 +36,9 @@ static inline size_t kn_cuda_row_bytes(int type, int64_t n_cols) {
 }
 
 // y(n_tok, N) = x(n_tok, K) · W(N, K)^T straight from W's device blocks, fp32 accumulation; n_tok <= 8.
-int kn_cuda_gemv(void *stream, float *y, const void *w, int type, int64_t N, int64_t K, const float *x, int n_tok);
+// legacy: float types use the 32-value segment kernel instead of the coalesced one (for comparisons).
+int kn_cuda_gemv(void *stream, float *y, const void *w, int type, int64_t N, int64_t K, const float *x, int n_tok,
+                 int legacy);
 // out(n_rows, K) = dequantised rows of W (device blocks), as fp32 (half_out == 0) or fp16 (half_out == 1).
 int kn_cuda_dequant(void *stream, void *out, int half_out, const void *w, int type, int64_t n_rows, int64_t K);
 // out(n) fp16 = x(n) fp32, round to nearest even.

@@ -155,6 +155,9 @@ static void test_matmul(void) {
         for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) check_matmul(type, 67, K, toks[i]);
         check_matmul(type, 1000, 2048, 1);
     }
+    // float rows of whole 256-value chunks take the coalesced GEMV (3 chunks: a partial unroll)
+    for (int ti = 0; ti < 3; ti++)
+        for (int nt = 1; nt <= 8; nt++) check_matmul(all_types[ti], 67, 768, nt);
     // float rows whose length is not a multiple of 32 (llama2.c models: hidden 172)
     check_matmul(KN_F32, 64, 172, 1);
     check_matmul(KN_F32, 172, 64, 37);
