@@ -62,8 +62,6 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) attn_kernel(const struct kn_cu
     const int n_chunks = hd.n_q + (hd.n_fp + KV_FP_BLOCK - 1) / KV_FP_BLOCK;
     const int c0 = sp * p.chunks_per_split;
     const int c1 = min(c0 + p.chunks_per_split, n_chunks);
-    constexpr int LPS = VEC ? 0 : 1; // placeholder to keep the names below readable
-    (void)LPS;
     const int lps = VEC ? D / 8 : 32;   // lanes per slot in the value phase
     const int spi = 32 / lps;           // slots per iteration in the value phase
     const int d0 = VEC ? (lane % lps) * 8 : lane;

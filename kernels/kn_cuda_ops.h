@@ -110,7 +110,8 @@ struct kn_cuda_attn_params {
     int n_split, chunks_per_split; // chunk = one fp block or one packed group
     int rows_per_warp;      // 1, 2, 4 or 8 (query rows of one KV head handled together)
 };
-// Number of warps the attention kernel runs for these parameters (the caller sizes n_split with it).
+// Query rows one warp handles for n_tok tokens of group_heads query heads per KV head (1, 2, 4 or 8); the
+// caller sizes n_split from the resulting number of warps.
 int kn_cuda_attention_rows_per_warp(int n_tok, int group_heads);
 int kn_cuda_attention(void *stream, const struct kn_cuda_attn_params *p);
 
