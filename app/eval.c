@@ -70,6 +70,7 @@ struct eval_result {
     double
         saving_mean; // 1 - kv_bytes/kv_bytes_full averaged over the decode steps (text) or trials (passkey)
     int pk_ok, pk_n; // passkey: right answers of pk_n
+    double kept_mean; // tokens a layer's KV head holds, averaged like saving_mean (eval --sweep matches it)
     double prefill_tok_s, decode_tok_s;
     int n_prompt, n_gen; // of the last run (for the JSON stats fields)
     struct kv_stats kv;  // final snapshot
@@ -83,6 +84,10 @@ static double now_s(void) {
 
 static double saving_of(const struct kv_stats *s) {
     return s->kv_bytes_full ? 1.0 - (double)s->kv_bytes / (double)s->kv_bytes_full : 0.0;
+}
+
+static double kept_of(const struct kv_stats *s) {
+    return s->n_layer * s->n_head_kv > 0 ? (double)s->retained_tokens / (s->n_layer * s->n_head_kv) : 0.0;
 }
 
 // -log softmax(x)[target] over n logits; *best = argmax (first of equal maxima).
@@ -276,7 +281,7 @@ static int text_pass(struct eval_ctx *c, struct kv_cache *kv, int32_t *top1, con
     kv_cache_clear(kv);
     r->nll = 0.0;
     r->n_scored = r->agree = 0;
-    double saving = 0.0, t0 = now_s(), t_dec = 0.0;
+    double saving = 0.0, kept = 0.0, t0 = now_s(), t_dec = 0.0;
     if (run_batch(c, kv, c->toks, P, 0, KV_PHASE_PROMPT_END, err, errlen)) return -1;
     double t_pre = now_s() - t0;
     int rc = 0;
@@ -290,11 +295,15 @@ static int text_pass(struct eval_ctx *c, struct kv_cache *kv, int32_t *top1, con
         double t1 = now_s();
         rc = run_batch(c, kv, c->toks + j, 1, j, KV_PHASE_DECODE, err, errlen);
         t_dec += now_s() - t1;
-        if (!rc && kv_cache_stats(kv, &s) == 0) saving += saving_of(&s);
+        if (!rc && kv_cache_stats(kv, &s) == 0) {
+            saving += saving_of(&s);
+            kept += kept_of(&s);
+        }
     }
     kv_stats_release(&s);
     if (rc) return -1;
     r->saving_mean = n - 1 > P ? saving / (n - 1 - P) : 0.0;
+    r->kept_mean = n - 1 > P ? kept / (n - 1 - P) : 0.0;
     r->prefill_tok_s = t_pre > 0 ? P / t_pre : 0.0;
     r->decode_tok_s = t_dec > 0 ? (n - 1 - P) / t_dec : 0.0;
     r->n_prompt = P;
@@ -462,13 +471,17 @@ static int eval_run_config(struct eval_ctx *c, const struct app_params *cfg, con
             }
             r->pk_ok += ok;
             r->pk_n++;
-            if (kv_cache_stats(kv, &s) == 0) r->saving_mean += saving_of(&s);
+            if (kv_cache_stats(kv, &s) == 0) {
+                r->saving_mean += saving_of(&s);
+                r->kept_mean += kept_of(&s);
+            }
             if (c->p->json == 0 && getenv("KVCHAT_EVAL_VERBOSE"))
                 fprintf(stderr, "passkey %s depth %.1f (%d tokens): %s -> \"%s\"\n", c->pk[i].key,
                         c->pk[i].depth, c->pk[i].n, ok ? "ok" : "wrong", answer);
         }
         if (!rc) {
             r->saving_mean /= r->pk_n ? r->pk_n : 1;
+            r->kept_mean /= r->pk_n ? r->pk_n : 1;
             r->n_prompt = c->pk[c->n_pk - 1].n;
             r->n_gen = PK_ANSWER_TOKENS;
             r->prefill_tok_s = t_pre > 0 ? (double)(r->n_prompt * r->pk_n) / t_pre : 0;
@@ -625,6 +638,7 @@ static int row_from(const struct eval_session *s, const struct eval_result *r, s
     out->pk_n = r->pk_n;
     out->kv_saving = saving_of(&r->kv);
     out->kv_saving_mean = r->saving_mean;
+    out->kept_mean = r->kept_mean;
     return kv_stats_copy(&out->kv, &r->kv);
 }
 

@@ -15,6 +15,7 @@ struct eval_row {
     int pk_ok, pk_n;       // passkey: right answers of pk_n trials (pk_n = 0 for a text)
     double kv_saving;      // 1 - kv_bytes / kv_bytes_full at the end of the run
     double kv_saving_mean; // the same averaged over the decode steps (text) or the trials (passkey)
+    double kept_mean;      // tokens a layer's KV head holds (retained / (n_layer * n_head_kv)), averaged alike
     struct kv_stats kv;    // final snapshot (arrays owned by the row: kv_stats_release)
 };
 
