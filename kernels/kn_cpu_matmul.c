@@ -408,16 +408,12 @@ static inline void prefetch_span(const void *p, size_t nbytes) {
 #endif
 }
 
-// Q4_K: each super-block is first copied into an L1 staging buffer one step ahead (the copy's loads feed
-// only stores, so a cache miss does not stall the FP chains), then 8 code bytes -> 8 dwords give 8
-// low-nibble and 8 high-nibble values. R rows (1 or 2, only with T == 1) share each x load.
-KN_AI void stage_copy144(uint8_t *dst, const uint8_t *src) {
-    for (int o = 0; o < 128; o += 32)
-        _mm256_store_si256((__m256i *)(dst + o), _mm256_loadu_si256((const __m256i *)(src + o)));
-    _mm_store_si128((__m128i *)(dst + 128), _mm_loadu_si128((const __m128i *)(src + 128)));
-}
+// Q4_K straight from the weights: 8 code bytes -> 8 dwords give 8 low-nibble and 8 high-nibble values.
+// One row at a time: interleaving two rows' streams measured ~1.8x slower when the weights come from DRAM
+// (and no faster when they are cached); copying each super-block into an L1 staging buffer one step ahead
+// did not help either.
 
-KN_AI void dot_q4k_rows(const struct mm_ctx *c, int64_t r, int t0, const int R, const int T) {
+KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
     const int64_t K = c->K, nsb = K / KN_QK_K;
     const float *xt[4], *xs[4];
     for (int t = 0; t < T; t++) {
@@ -425,60 +421,27 @@ KN_AI void dot_q4k_rows(const struct mm_ctx *c, int64_t r, int t0, const int R, 
         xs[t] = c->xsum + (size_t)(t0 + t) * c->xsum_stride;
     }
     const __m256i m4 = _mm256_set1_epi32(15);
-    _Alignas(32) float sc[2][8];
-    _Alignas(32) uint8_t stage[2][2][160]; // [row][parity] super-block copies
-    const uint8_t *blk[2];
-    for (int rr = 0; rr < R; rr++) {
-        blk[rr] = c->w + (size_t)(r + rr) * c->row_bytes;
-        stage_copy144(stage[rr][0], blk[rr]);
-    }
-    __m256 acc0[4], acc1[4]; // (R == 2: acc0/acc1 are the two rows)
+    _Alignas(32) float sc[8];
+    const struct kn_block_q4_k *row = (const struct kn_block_q4_k *)(c->w + (size_t)r * c->row_bytes);
+    __m256 acc0[4], acc1[4];
     KN_UNROLL
-    for (int t = 0; t < 4; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        const struct kn_block_q4_k *b[2];
+        const struct kn_block_q4_k *b = row + i;
+        prefetch_span(b, sizeof *b);
+        __m256 vsc, vm;
+        kscales8(b, &vsc, &vm);
+        _mm256_store_ps(sc, vsc); // one store: the broadcasts below forward from it
         KN_UNROLL
-        for (int rr = 0; rr < R; rr++) {
-            const uint8_t *nx = blk[rr] + (size_t)(i + 1 < nsb ? i + 1 : i) * sizeof(struct kn_block_q4_k);
-            prefetch_span(nx, sizeof(struct kn_block_q4_k));
-            stage_copy144(stage[rr][(i + 1) & 1], nx);
-            b[rr] = (const struct kn_block_q4_k *)stage[rr][i & 1];
-            __m256 vsc, vm;
-            kscales8(b[rr], &vsc, &vm);
-            _mm256_store_ps(sc[rr], vsc); // one store: the broadcasts below forward from it
-            KN_UNROLL
-            for (int t = 0; t < T; t++) {
-                __m256 *a = rr ? acc1 : acc0;
-                a[t] = _mm256_fnmadd_ps(vm, _mm256_loadu_ps(xs[t] + 8 * i), a[t]);
-            }
-        }
+        for (int t = 0; t < T; t++) acc1[t] = _mm256_fnmadd_ps(vm, _mm256_loadu_ps(xs[t] + 8 * i), acc1[t]);
         KN_UNROLL
         for (int ch = 0; ch < 4; ch++) {
-            __m256 sl[4], sh[4], sl1 = _mm256_setzero_ps(), sh1 = _mm256_setzero_ps();
+            __m256 sl[4], sh[4];
             KN_UNROLL
             for (int m = 0; m < 4; m++) {
-                __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b[0]->qs + 32 * ch + 8 * m)));
+                __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + 32 * ch + 8 * m)));
                 __m256 wl = _mm256_cvtepi32_ps(_mm256_and_si256(q, m4));
                 __m256 wh = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
-                if (R == 2) {
-                    const float *xp = xt[0] + 256 * i + 64 * ch + 8 * m;
-                    __m256 xl = _mm256_loadu_ps(xp), xh = _mm256_loadu_ps(xp + 32);
-                    __m256i q1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b[R - 1]->qs + 32 * ch + 8 * m)));
-                    __m256 wl1 = _mm256_cvtepi32_ps(_mm256_and_si256(q1, m4));
-                    __m256 wh1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(q1, 4));
-                    if (m == 0) {
-                        sl[0] = _mm256_mul_ps(wl, xl);
-                        sh[0] = _mm256_mul_ps(wh, xh);
-                        sl1 = _mm256_mul_ps(wl1, xl);
-                        sh1 = _mm256_mul_ps(wh1, xh);
-                    } else {
-                        sl[0] = _mm256_fmadd_ps(wl, xl, sl[0]);
-                        sh[0] = _mm256_fmadd_ps(wh, xh, sh[0]);
-                        sl1 = _mm256_fmadd_ps(wl1, xl, sl1);
-                        sh1 = _mm256_fmadd_ps(wh1, xh, sh1);
-                    }
-                    continue;
-                }
                 KN_UNROLL
                 for (int t = 0; t < T; t++) {
                     const float *xp = xt[t] + 256 * i + 64 * ch + 8 * m;
@@ -491,41 +454,20 @@ KN_AI void dot_q4k_rows(const struct mm_ctx *c, int64_t r, int t0, const int R, 
                     }
                 }
             }
-            __m256 s0 = _mm256_broadcast_ss(sc[0] + 2 * ch), s1 = _mm256_broadcast_ss(sc[0] + 2 * ch + 1);
-            if (R == 2) {
-                acc0[0] = _mm256_fmadd_ps(s0, sl[0], acc0[0]);
-                acc0[1] = _mm256_fmadd_ps(s1, sh[0], acc0[1]);
-                acc1[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(sc[R - 1] + 2 * ch), sl1, acc1[0]);
-                acc1[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(sc[R - 1] + 2 * ch + 1), sh1, acc1[1]);
-                continue;
-            }
+            __m256 s0 = _mm256_broadcast_ss(sc + 2 * ch), s1 = _mm256_broadcast_ss(sc + 2 * ch + 1);
             KN_UNROLL
             for (int t = 0; t < T; t++) {
-                if (T == 1) {
-                    acc0[t] = _mm256_fmadd_ps(s0, sl[t], acc0[t]);
-                    acc1[t] = _mm256_fmadd_ps(s1, sh[t], acc1[t]);
-                } else {
-                    acc0[t] = _mm256_fmadd_ps(s0, sl[t], acc0[t]);
-                    acc0[t] = _mm256_fmadd_ps(s1, sh[t], acc0[t]);
-                }
+                acc0[t] = _mm256_fmadd_ps(s0, sl[t], acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(s1, sh[t], acc1[t]);
             }
         }
     }
-    if (R == 2) {
-        c->y[(size_t)t0 * c->N + r] = hsum8(_mm256_add_ps(acc0[0], acc0[1]));
-        c->y[(size_t)t0 * c->N + r + 1] = hsum8(_mm256_add_ps(acc1[0], acc1[1]));
-        return;
-    }
     KN_UNROLL
-    for (int t = 0; t < T; t++)
-        c->y[(size_t)(t0 + t) * c->N + r] = hsum8(T == 1 ? _mm256_add_ps(acc0[t], acc1[t]) : acc0[t]);
+    for (int t = 0; t < T; t++) c->y[(size_t)(t0 + t) * c->N + r] = hsum8(_mm256_add_ps(acc0[t], acc1[t]));
 }
 
 KN_AI void dot_q4k(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
-    int64_t r = r0;
-    if (T == 1)
-        for (; r + 2 <= r1; r += 2) dot_q4k_rows(c, r, t0, 2, 1);
-    for (; r < r1; r++) dot_q4k_rows(c, r, t0, 1, T);
+    for (int64_t r = r0; r < r1; r++) dot_q4k_row(c, r, t0, T);
 }
 
 // Q8_0 straight from the weights, 8 blocks (256 values) per step.
