@@ -263,7 +263,7 @@ const char *app_cli_usage(void) {
            "  -t, --threads N         CPU threads (default: all cores)\n"
            "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
            "                          sampling (defaults 0.8, 40, 0.95, 0.05, 1.0, 64; --temp 0 is greedy)\n"
-           "  -sys, --system-prompt T system prompt      --chat-template NAME  raw|llama2|zephyr|gemma|chatml\n"
+           "  -sys, --system-prompt T system prompt      --chat-template NAME  raw|dialogue|llama2|zephyr|gemma|chatml\n"
            "  -p, --prompt TEXT       one-shot prompt    --chat      wrap -p as a user turn\n"
            "  --no-echo               do not print the prompt before the completion\n"
            "  --no-tui                line chat          --json      print a JSON stats object at the end\n"

@@ -137,11 +137,13 @@ struct engine *engine_init(const struct app_params *p, char *err, size_t errlen)
     if (p->chat_template) {
         e->tpl = chat_tpl_from_name(p->chat_template);
         if (e->tpl < 0) {
-            snprintf(err, errlen, "unknown --chat-template '%s' (raw, llama2, zephyr, gemma, chatml)", p->chat_template);
+            snprintf(err, errlen, "unknown --chat-template '%s' (raw, dialogue, llama2, zephyr, gemma, chatml)",
+                     p->chat_template);
             goto fail;
         }
     } else {
-        e->tpl = c->chat_template[0] ? chat_tpl_from_name(c->chat_template) : CHAT_TPL_RAW;
+        // llama2.c checkpoints (story models) continue raw text; GGUFs name theirs or get "dialogue"
+        e->tpl = model_get_gguf(e->m) && c->chat_template[0] ? chat_tpl_from_name(c->chat_template) : CHAT_TPL_RAW;
         if (e->tpl < 0) e->tpl = CHAT_TPL_RAW;
     }
     if (tok_eos(e->tok) >= 0) e->stop_ids[e->n_stop++] = tok_eos(e->tok);
@@ -241,8 +243,9 @@ static int decode_one(struct engine *e, int32_t tok, char *err, size_t errlen) {
     return 0;
 }
 
-// Samples and streams until a stop, the limit, the context end or *stop.
-static int generate(struct engine *e, engine_piece_cb cb, void *ud, const volatile int *stop) {
+// Samples and streams until a stop, the limit, the context end or *stop. `stop_text` (may be NULL) ends the
+// reply where it first appears in a token's text; that token is not run through the model.
+static int generate(struct engine *e, engine_piece_cb cb, void *ud, const volatile int *stop, const char *stop_text) {
     char err[256], piece[512], out[1100];
     struct tok_utf8 u = {{0}, 0};
     int prev = e->n_hist ? e->hist[e->n_hist - 1] : -1;
@@ -267,6 +270,13 @@ static int generate(struct engine *e, engine_piece_cb cb, void *ud, const volati
             break;
         }
         int n = tok_decode_piece(e->tok, prev, id, piece, sizeof piece);
+        const char *cut = stop_text && e->n_gen > 0 ? strstr(piece, stop_text) : NULL;
+        if (cut) { // emit what precedes the stop text, leave the token out of the context
+            int m = tok_utf8_push(&u, piece, (size_t)(cut - piece), out, sizeof out);
+            if (m > 0 && cb) cb(ud, out, (size_t)m);
+            why = ENGINE_STOP_EOS;
+            break;
+        }
         int m = tok_utf8_push(&u, piece, (size_t)n, out, sizeof out);
         e->n_gen++;
         int quit = m > 0 && cb ? cb(ud, out, (size_t)m) : 0;
@@ -360,7 +370,7 @@ int engine_chat_turn(struct engine *e, const char *user_text, engine_piece_cb cb
     free(e->last_user);
     e->last_user = strdup(user_text);
     e->last_reply_start = saved_hist;
-    rc = generate(e, cb, ud, stop);
+    rc = generate(e, cb, ud, stop, chat_tpl_stop_text(e->tpl));
     e->replied = 1;
     return rc;
 }
@@ -368,7 +378,7 @@ int engine_chat_turn(struct engine *e, const char *user_text, engine_piece_cb cb
 int engine_complete(struct engine *e, const char *text, engine_piece_cb cb, void *ud, const volatile int *stop) {
     int rc = run_prompt(e, text, 0);
     if (rc >= 0) return rc;
-    return generate(e, cb, ud, stop);
+    return generate(e, cb, ud, stop, NULL);
 }
 
 int engine_regen(struct engine *e, engine_piece_cb cb, void *ud, const volatile int *stop) {

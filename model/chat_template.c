@@ -4,7 +4,13 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[CHAT_TPL_COUNT] = {"raw", "llama2", "zephyr", "gemma", "chatml"};
+static const char *const names[CHAT_TPL_COUNT] = {"raw", "llama2", "zephyr", "gemma", "chatml", "dialogue"};
+
+// The dialogue template's preamble when there is no system prompt: one worked exchange sets the format a
+// base model then follows (one-paragraph answers, ended by a newline).
+static const char dialogue_preamble[] =
+    "A conversation between a user and a helpful, knowledgeable assistant. The assistant answers clearly and "
+    "briefly.\n\nUser: What is the capital of France?\nAssistant: The capital of France is Paris.";
 
 int chat_tpl_from_name(const char *name) {
     if (!name) return -1;
@@ -47,6 +53,12 @@ size_t chat_tpl_user(int tpl, const char *sys, const char *user, int first, char
         else
             n = snprintf(out, cap, "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", user);
         break;
+    case CHAT_TPL_DIALOGUE:
+        if (first)
+            n = snprintf(out, cap, "%s\n\nUser: %s\nAssistant:", has_sys ? sys : dialogue_preamble, user);
+        else
+            n = snprintf(out, cap, "\nUser: %s\nAssistant:", user);
+        break;
     default:
         if (has_sys)
             n = snprintf(out, cap, "%s\n\n%s", sys, user);
@@ -63,9 +75,12 @@ const char *chat_tpl_reply_end(int tpl) {
     case CHAT_TPL_ZEPHYR: return "</s>\n";
     case CHAT_TPL_GEMMA: return "<end_of_turn>\n";
     case CHAT_TPL_CHATML: return "<|im_end|>\n";
+    case CHAT_TPL_DIALOGUE: return "\n";
     default: return "";
     }
 }
+
+const char *chat_tpl_stop_text(int tpl) { return tpl == CHAT_TPL_DIALOGUE ? "\n" : NULL; }
 
 const char *const *chat_tpl_stops(int tpl) {
     static const char *const gemma[] = {"<end_of_turn>", NULL};

@@ -116,8 +116,9 @@ static void detect_template(struct model *m) {
             name = "llama2";
         snprintf(m->c.chat_template, sizeof m->c.chat_template, "%s", name);
     }
-    if (!m->c.chat_template[0] && m->c.arch == MODEL_ARCH_GEMMA3)
-        snprintf(m->c.chat_template, sizeof m->c.chat_template, "gemma");
+    // No template in the file (base models): a plain User:/Assistant: transcript, which base models continue
+    // sensibly; the Gemma turn markers are for its instruction-tuned variants (--chat-template gemma).
+    if (!m->c.chat_template[0]) snprintf(m->c.chat_template, sizeof m->c.chat_template, "dialogue");
 }
 
 static int load_gguf(struct model *m, const char *path, char *err, size_t errlen) {

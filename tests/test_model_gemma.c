@@ -161,6 +161,7 @@ static void decode_ids(const struct tok *t, const int32_t *ids, int n, char *out
 static void test_engine(const int32_t got[][48], const int *n_got, const struct tok *t) {
     struct app_params p;
     app_params_default(&p);
+    p.chat_template = "gemma"; // the golden chat ids were recorded with Gemma's turn markers
     p.model_path = MODEL_PATH;
     p.temp = 0.0f;
     p.repeat_penalty = 1.0f;
