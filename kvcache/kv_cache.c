@@ -122,12 +122,13 @@ static void kv_head_policy_init(struct kv_cache *kv, struct kv_head *hd, int lay
     hd->sinks = 0;
     hd->local_w = 0;
     switch (kv->p.policy) {
-    case KV_POLICY_H2O:
+    case KV_POLICY_H2O: // [H2O]: half heavy hitters (taken outside the recent window, kv_evict.c), half recent
         hd->comps = KV_C_FREQ | KV_C_LOCAL;
         hd->heavy_k = budget / 2;
         hd->local_w = budget - hd->heavy_k;
         break;
-    case KV_POLICY_LOCAL:
+    case KV_POLICY_LOCAL: // [StreamingLLM]: sinks + window. Keys keep their original positions: the paper numbers
+                          // positions inside the cache to run past the training length, which n_ctx never exceeds
         hd->comps = KV_C_LOCAL;
         hd->sinks = kv->p.sink_tokens < budget ? kv->p.sink_tokens : budget / 2;
         hd->local_w = budget - hd->sinks;
