@@ -74,26 +74,24 @@ void kv_profile_rows(struct kv_cache *kv, int layer, const float *probs, int n_t
         uint8_t *memb = (uint8_t *)(kv->tmp_f + 2 * (size_t)n_slots); // first candidate per slot
         for (int i = 0; i < n_tok; i++) {
             int32_t p = q_pos[i];
-            // group mean of this row; accumulate scores as FastGen's running heavy-hitter statistics
+            // group mean of this row (added to the running scores only after the row is judged)
             for (int j = 0; j < n_slots; j++) a[j] = 0.0f;
             for (int hq = h * ng; hq < (h + 1) * ng; hq++) {
                 const float *row = probs + ((size_t)hq * n_tok + i) * stride;
                 for (int j = 0; j < n_slots; j++) a[j] += inv * row[j];
             }
+            // What the cache holds when token p arrives during decoding: what the eviction after step p-1
+            // kept (heavy hitters: the top floor(r_f * p) older tokens by the scores of rows before p; local:
+            // the w_l tokens before p), plus token p itself.
             int n_vis = 0;
             for (int g = 0; g < hd->n_q; g++)
                 for (int t = 0; t < G; t++) {
                     struct kv_group_meta *m = &hd->qm[g];
-                    if (!(m->live & (1u << t)) || kv_gm_pos(m, t) > p) continue;
-                    hd->qscore[g * G + t] += a[g * G + t];
-                    sel[n_vis++] = hd->qscore[g * G + t];
+                    if ((m->live & (1u << t)) && kv_gm_pos(m, t) < p) sel[n_vis++] = hd->qscore[g * G + t];
                 }
-            for (int s = 0; s < hd->n_fp; s++) {
-                if (hd->pos[s] > p) continue;
-                hd->score[s] += a[hd->n_q * G + s];
-                sel[n_vis++] = hd->score[s];
-            }
-            int k = (int)(kv->p.heavy_ratio * (float)(p + 1));
+            for (int s = 0; s < hd->n_fp; s++)
+                if (hd->pos[s] < p) sel[n_vis++] = hd->score[s];
+            int k = (int)(kv->p.heavy_ratio * (float)p);
             float thr = 1e30f;
             int ties = 0;
             if (k >= n_vis) {
@@ -104,36 +102,48 @@ void kv_profile_rows(struct kv_cache *kv, int layer, const float *probs, int n_t
                 for (int j = 0; j < n_vis; j++) n_gt += sel[j] > thr;
                 ties = k - n_gt;
             }
-            // the first candidate that keeps each visible slot (the query's own token is always kept)
-            for (int g = 0; g < hd->n_q; g++)
-                for (int t = 0; t < G; t++) {
-                    struct kv_group_meta *m = &hd->qm[g];
-                    int j = g * G + t;
-                    int32_t tp = kv_gm_pos(m, t);
-                    if (!(m->live & (1u << t)) || tp > p) {
+            // the first candidate that keeps each visible slot (the query's own token is always held)
+            for (int j = 0; j < n_slots; j++) {
+                int32_t tp;
+                uint8_t fl;
+                float sc;
+                if (j < hd->n_q * G) {
+                    struct kv_group_meta *m = &hd->qm[j / G];
+                    if (!(m->live & (1u << (j % G)))) {
                         memb[j] = 255;
                         continue;
                     }
-                    float sc = hd->qscore[j];
-                    uint32_t c = 0;
-                    if (m->flags[t] & KV_TOK_SPECIAL) c |= KV_C_SPECIAL;
-                    if (m->flags[t] & KV_TOK_PUNCT) c |= KV_C_PUNCT;
-                    if (sc > thr || (sc == thr && ties-- > 0)) c |= KV_C_FREQ;
-                    if (tp > p - w_l) c |= KV_C_LOCAL;
-                    memb[j] = (uint8_t)(tp == p ? 0 : first_cand(c));
+                    tp = kv_gm_pos(m, j % G);
+                    fl = m->flags[j % G];
+                    sc = hd->qscore[j];
+                } else {
+                    int s = j - hd->n_q * G;
+                    tp = hd->pos[s];
+                    fl = hd->flags[s];
+                    sc = hd->score[s];
                 }
-            for (int s = 0; s < hd->n_fp; s++) {
-                int j = hd->n_q * G + s;
-                if (hd->pos[s] > p) {
+                if (tp > p) {
                     memb[j] = 255;
                     continue;
                 }
+                if (tp == p) {
+                    memb[j] = 0;
+                    continue;
+                }
                 uint32_t c = 0;
-                if (hd->flags[s] & KV_TOK_SPECIAL) c |= KV_C_SPECIAL;
-                if (hd->flags[s] & KV_TOK_PUNCT) c |= KV_C_PUNCT;
-                if (hd->score[s] > thr || (hd->score[s] == thr && ties-- > 0)) c |= KV_C_FREQ;
-                if (hd->pos[s] > p - w_l) c |= KV_C_LOCAL;
-                memb[j] = (uint8_t)(hd->pos[s] == p ? 0 : first_cand(c));
+                if (fl & KV_TOK_SPECIAL) c |= KV_C_SPECIAL;
+                if (fl & KV_TOK_PUNCT) c |= KV_C_PUNCT;
+                if (sc > thr || (sc == thr && ties-- > 0)) c |= KV_C_FREQ;
+                if (tp >= p - w_l) c |= KV_C_LOCAL;
+                memb[j] = (uint8_t)first_cand(c);
+            }
+            // FastGen's running heavy-hitter statistics: this row's attention joins the scores
+            for (int j = 0; j < n_slots; j++) {
+                if (memb[j] == 255) continue;
+                if (j < hd->n_q * G)
+                    hd->qscore[j] += a[j];
+                else
+                    hd->score[j - hd->n_q * G] += a[j];
             }
             // mass recovered by each candidate: slots whose first candidate is <= c
             double mean_m[KV_N_CAND] = {0};

@@ -202,8 +202,8 @@ static void rig_feed(struct rig *r, int n, const uint8_t *fl, int phase, map_fn 
 // Punctuation at positions 8k+7. Layer 0: h0 sink, h1 punct, h2 band, h3 uniform. Layer 1: h0 GQA
 // (q0 sink, q1 0.9 sink + 0.1 previous token), h1 heavy hitters (positions 1, 2, 3), h2 GQA (q0 punct,
 // q1 sink), h3 band. Layer 2: h0 self, h1 GQA (q0 self, q1 sink), h2 0.97 self + 0.03 on position 1,
-// h3 uniform. While decoding (qpos >= L_PROMPT) the heavy head also spreads 10% over all keys with
-// distinct weights, so that accumulated scores have no ties.
+// h3 uniform. Layer 3: h0 previous token, the rest uniform. While decoding (qpos >= L_PROMPT) the heavy head
+// also spreads 10% over all keys with distinct weights, so that accumulated scores have no ties.
 
 static double jit(int pos) { return (double)((uint32_t)(pos + 1) * 2654435761u % 1000u) / 1000.0; }
 
@@ -235,6 +235,11 @@ static double map_mix(const struct rig *r, int layer, int hq, int qpos, int kpos
         if (h == 2) return m_band(qpos, kpos);
         return 1.0;
     }
+    if (layer == 3) { // h0: a previous-token head (0.9+ on the token before, growing so no two tie)
+        if (h > 0) return 1.0;
+        if (qpos == 0) return 1.0;
+        return (kpos == qpos - 1 ? 0.9 + 0.0005 * qpos : 0.0) + (kpos == 0 ? 0.1 - 0.0005 * qpos : 0.0);
+    }
     if (layer == 2) { // the query's own token is held when it attends: every candidate recovers it
         if (h == 0) return kpos == qpos;
         if (h == 1) return q == 0 ? kpos == qpos : m_sink(kpos);
@@ -264,10 +269,11 @@ static void prompt_flags(uint8_t *fl, int from, int n) {
 #define C_SPF (KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ)
 #define C_SPFL (KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ | KV_C_LOCAL)
 
-// Recovery of S+P+F on the heavy-hitter head, by hand: rows 0-3 attend the sink (1.0); later rows put
-// 0.5/0.3/0.2 on positions 1/2/3, which rank 2nd/3rd/4th by accumulated score behind the sink (score 4)
-// while the top-k (k = floor(r_f * (i+1))) is small, so a row recovers 0.5 when k >= 2, +0.3 when k >= 3,
-// +0.2 when k >= 4.
+// Recovery of S+P+F on the heavy-hitter head, by hand. At row i the cache holds what the eviction after
+// step i-1 kept: the top k = floor(r_f * i) older tokens by the scores of rows 0..i-1. Rows 0-3 attend the
+// sink (1.0); later rows put 0.5/0.3/0.2 on positions 1/2/3, which rank 2nd/3rd/4th behind the sink
+// (score 4; position 1 ties it at row 12, when k = 3 already holds both), so a row recovers 0.5 when k >= 2,
+// +0.3 when k >= 3, +0.2 when k >= 4.
 static double heavy_expected(float r_f) {
     double sum = 0;
     for (int i = 0; i < L_PROMPT; i++) {
@@ -275,7 +281,7 @@ static double heavy_expected(float r_f) {
             sum += 1.0;
             continue;
         }
-        int k = (int)(r_f * (float)(i + 1));
+        int k = (int)(r_f * (float)i);
         sum += (k >= 2 ? 0.5 : 0) + (k >= 3 ? 0.3 : 0) + (k >= 4 ? 0.2 : 0);
     }
     return sum / L_PROMPT;
@@ -300,7 +306,7 @@ static void run_prompt(struct rig *r, const int *chunks, int n_chunks) {
 
 static void test_profile_choices(struct kn_backend *be) {
     struct rig r;
-    if (rig_init(&r, be, 3, 4, 8, KV_POLICY_FASTGEN, 0.95f, 16)) return;
+    if (rig_init(&r, be, 4, 4, 8, KV_POLICY_FASTGEN, 0.95f, 16)) return;
     int one[] = {L_PROMPT};
     run_prompt(&r, one, 1);
     struct kv_stats s;
@@ -314,6 +320,11 @@ static void test_profile_choices(struct kn_backend *be) {
     const double rmin[12] = {1, sp, 1, 1, q1, hv, sp, 1, 1, 1, self97, 1};
     const char *what[12] = {"sink",           "punct", "band", "uniform",       "GQA sink/prev", "heavy",
                             "GQA punct/sink", "band",  "self", "GQA self/sink", "self 0.97",     "uniform"};
+    // a previous-token head needs LOCAL: the token it attends has never been attended before, so no
+    // heavy-hitter set the cache could hold when the query arrives contains it (a profiler that let the
+    // query's own row into the scores first would pick S+P+F here)
+    CHECK_MSG(s.heads[12].comps == C_SPFL, "previous-token head: %s", kv_comps_name(s.heads[12].comps));
+    CHECK_NEAR(s.heads[12].recovery, 1.0, 2e-6);
     for (int i = 0; i < 12; i++) {
         CHECK_MSG(s.heads[i].comps == want[i], "%s head: %s, want %s", what[i],
                   kv_comps_name(s.heads[i].comps), kv_comps_name(want[i]));
@@ -324,7 +335,7 @@ static void test_profile_choices(struct kn_backend *be) {
     CHECK((1 + q1) / 2 >= 0.95 && q1 < 0.95 && hv >= 0.95 && sp >= 0.95);
     CHECK_EQ_INT(s.n_heads_by_comps[C_S], 5);
     CHECK_EQ_INT(s.n_heads_by_comps[C_SP], 2);
-    CHECK_EQ_INT(s.n_heads_by_comps[KV_C_FULL], 2);
+    CHECK_EQ_INT(s.n_heads_by_comps[KV_C_FULL], 5);
 
     // the same prompt in three micro-batches profiles to the same choices and numbers
     struct rig r2;
