@@ -187,6 +187,38 @@ static void test_engine(const int32_t got[][48], const int *n_got, const struct 
     }
 }
 
+// The default template for this base model (no template in its metadata) is the plain dialogue: each reply
+// ends at the model's first newline (ENGINE_STOP_EOS) and the context carries the conversation on.
+static void test_dialogue(void) {
+    static const struct {
+        const char *user, *reply;
+    } turns[] = {
+        {"Why is the sky blue?", " The sky blue is because the sun is the only source of light in the sky."},
+        {"What is the largest planet?", " The largest planet is Earth."},
+    };
+    struct app_params p;
+    app_params_default(&p);
+    p.model_path = MODEL_PATH;
+    p.temp = 0.0f;
+    p.n_ctx = 512;
+    p.n_predict = 64;
+    p.device = APP_DEVICE_CPU;
+    char err[512];
+    struct engine *e = engine_init(&p, err, sizeof err);
+    CHECK_MSG(e != NULL, "engine_init: %s", err);
+    if (!e) return;
+    char opts[1024];
+    engine_describe_options(e, opts, sizeof opts);
+    CHECK_MSG(strstr(opts, "chat_template = dialogue") != NULL, "default template: %s", opts);
+    for (size_t i = 0; i < sizeof turns / sizeof *turns; i++) {
+        struct sink s = {{0}, 0};
+        int why = engine_chat_turn(e, turns[i].user, collect, &s, NULL);
+        CHECK_EQ_INT(why, ENGINE_STOP_EOS);
+        CHECK_MSG(strcmp(s.buf, turns[i].reply) == 0, "dialogue '%s': '%s'", turns[i].user, s.buf);
+    }
+    engine_free(e);
+}
+
 int main(void) {
     const char *env = getenv("KVCHAT_TEST_MODEL");
     if (!env || strcmp(env, "1") != 0 || access(MODEL_PATH, R_OK) != 0) {
@@ -213,6 +245,7 @@ int main(void) {
                       "'%s': greedy ids differ from the recorded ones", g->prompt);
         }
         test_engine((const int32_t(*)[48])got, n_got, t);
+        test_dialogue();
     }
     tok_free(t);
     model_free(m);
