@@ -162,6 +162,7 @@ struct mm_ctx {
     int64_t xsum_stride;
     const float *xp;    // panel path: (n_tiles, K, 8) packed x
     int n_tiles;
+    int n_pack;         // column chunks per tile while packing
 };
 
 
@@ -665,6 +666,51 @@ static void mm_dot_task(void *vctx, int task, int tid) {
 
 // ---- panel path --------------------------------------------------------------------------------------
 
+#define KN_MM_PACK 1024 // columns per packing task
+
+// Packs columns [k0, k0 + KN_MM_PACK) of one 8-token tile of x into xp (k-major, 8 tokens per column, zeros
+// for missing tokens), with 8x8 in-register transposes.
+static void mm_pack_task(void *vctx, int task, int tid) {
+    (void)tid;
+    const struct mm_ctx *c = vctx;
+    int tile = task / c->n_pack;
+    int64_t k0 = (int64_t)(task % c->n_pack) * KN_MM_PACK;
+    int64_t k1 = k0 + KN_MM_PACK < c->K ? k0 + KN_MM_PACK : c->K;
+    int nt = c->n_tok - tile * KN_MM_TILE < KN_MM_TILE ? c->n_tok - tile * KN_MM_TILE : KN_MM_TILE;
+    float *dst = (float *)(uintptr_t)c->xp + (size_t)tile * c->K * KN_MM_TILE;
+    const float *src[KN_MM_TILE];
+    static const float zeros[8] = {0};
+    for (int t = 0; t < KN_MM_TILE; t++) src[t] = t < nt ? c->x + (size_t)(tile * KN_MM_TILE + t) * c->K : NULL;
+    int64_t k = k0;
+    if (nt == KN_MM_TILE) {
+        for (; k + 8 <= k1; k += 8) {
+            __m256 r0 = _mm256_loadu_ps(src[0] + k), r1 = _mm256_loadu_ps(src[1] + k);
+            __m256 r2 = _mm256_loadu_ps(src[2] + k), r3 = _mm256_loadu_ps(src[3] + k);
+            __m256 r4 = _mm256_loadu_ps(src[4] + k), r5 = _mm256_loadu_ps(src[5] + k);
+            __m256 r6 = _mm256_loadu_ps(src[6] + k), r7 = _mm256_loadu_ps(src[7] + k);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *o = dst + k * KN_MM_TILE;
+            _mm256_store_ps(o + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_store_ps(o + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_store_ps(o + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_store_ps(o + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_store_ps(o + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_store_ps(o + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_store_ps(o + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_store_ps(o + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    for (; k < k1; k++)
+        for (int t = 0; t < KN_MM_TILE; t++) dst[k * KN_MM_TILE + t] = src[t] ? src[t][k] : zeros[t];
+}
+
 // Dequantises columns [k0, k0+kc) of one row into out (kc floats); k0 and kc are multiples of the unit.
 static void panel_fill_row(int type, const uint8_t *row, int64_t k0, int kc, float *out) {
     int us = kn_cpu_unit_size(type);
@@ -865,16 +911,9 @@ void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, c
         float *xp = kn_cpu_shared_scratch(cpu, sizeof(float) * (size_t)c.n_tiles * KN_MM_TILE * (size_t)c.K);
         if (!xp) goto fail;
         if (kn_cpu_thread_scratch_reserve(cpu, sizeof(float) * KN_MM_MR * KN_MM_KC) != 0) goto fail;
-        for (int tile = 0; tile < c.n_tiles; tile++) {
-            float *dst = xp + (size_t)tile * c.K * KN_MM_TILE;
-            int nt = n_tok - tile * KN_MM_TILE < KN_MM_TILE ? n_tok - tile * KN_MM_TILE : KN_MM_TILE;
-            if (nt < KN_MM_TILE) memset(dst, 0, sizeof(float) * (size_t)c.K * KN_MM_TILE);
-            for (int t = 0; t < nt; t++) {
-                const float *xt = x + (size_t)(tile * KN_MM_TILE + t) * c.K;
-                for (int64_t k = 0; k < c.K; k++) dst[k * KN_MM_TILE + t] = xt[k];
-            }
-        }
         c.xp = xp;
+        c.n_pack = (int)((c.K + KN_MM_PACK - 1) / KN_MM_PACK);
+        kn_cpu_parallel(cpu, c.n_tiles * c.n_pack, mm_pack_task, &c);
         c.rows_per_task = mm_rows_per_task(c.N, KN_MM_MR, 96);
         int n_tasks = (int)((c.N + c.rows_per_task - 1) / c.rows_per_task);
         kn_cpu_parallel(cpu, n_tasks, mm_panel_task, &c);

@@ -149,6 +149,9 @@ static void test_matmul(void) {
         check_matmul(type, 1, k_small, 9);
         check_matmul(type, 50, k_big, 20);
     }
+    // float weights with an odd column count: every vector loop's tail
+    for (int ti = 0; ti < 3; ti++)
+        for (int nt = 1; nt <= 17; nt += 8) check_matmul(all_types[ti], 5, 37, nt);
     // realistic data through the reference quantiser
     int64_t N = 37, K = 512;
     for (int ti = 0; ti < N_TYPES; ti++) {
