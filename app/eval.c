@@ -67,9 +67,8 @@ struct eval_ref {
 struct eval_result {
     double nll;          // text: summed over the scored tokens
     int n_scored, agree; // text: tokens scored, greedy picks equal to the reference's
-    double
-        saving_mean; // 1 - kv_bytes/kv_bytes_full averaged over the decode steps (text) or trials (passkey)
-    int pk_ok, pk_n; // passkey: right answers of pk_n
+    double saving_mean;  // 1 - kv_bytes/kv_bytes_full, mean over the decode steps (text) or trials (passkey)
+    int pk_ok, pk_n;     // passkey: right answers of pk_n
     double kept_mean; // tokens a layer's KV head holds, averaged like saving_mean (eval --sweep matches it)
     double prefill_tok_s, decode_tok_s;
     int n_prompt, n_gen; // of the last run (for the JSON stats fields)
@@ -734,6 +733,13 @@ int app_eval(const struct app_params *p) {
         print_json(&s->c, &s->ref, &s->full, &r);
     else
         print_table(&s->c, &s->ref, &s->full, &r);
+    if (getenv("KVCHAT_EVAL_VERBOSE")) // per head: policy, profiled recovery (mean, min over the group), held
+        for (int i = 0; i < r.kv.n_layer * r.kv.n_head_kv; i++) {
+            const struct kv_head_stats *h = &r.kv.heads[i];
+            fprintf(stderr, "layer %2d kv head %d: %-26s recovery %.4f (min %.4f), holds %d of %d\n",
+                    i / r.kv.n_head_kv, i % r.kv.n_head_kv, kv_comps_name(h->comps), (double)h->recovery,
+                    (double)h->recovery_min, h->retained, r.kv.n_past);
+        }
     kv_stats_release(&r.kv);
     eval_session_close(s);
     return 0;
