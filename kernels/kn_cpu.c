@@ -34,13 +34,17 @@ struct kn_cpu {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int n_sleeping;  // guarded by mu
-    atomic_uint gen; // bumped for each parallel section
-    atomic_int next; // next task to hand out
-    atomic_int active; // workers still inside the current section
+    atomic_uint gen; // bumped for each parallel section (wakes the workers)
+    // (section generation << 32) | next task index; a task is claimed by a CAS that checks the generation,
+    // so a worker that wakes late can never run a task of another section. Index 0xffffffff: closed.
+    _Atomic uint64_t next;
+    atomic_int done; // tasks of the current section finished
     atomic_int stop;
-    kn_cpu_task_fn fn; // the current section (written before gen is bumped)
-    void *ctx;
-    int n_tasks;
+    // The current section, written while `next` is closed. All seq_cst: a worker that reads a newer
+    // section's values has its CAS on `next` ordered after the close, so it fails.
+    _Atomic(kn_cpu_task_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n_tasks;
 
     // scratch
     void *shared;
@@ -225,11 +229,22 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_tasks(struct kn_cpu *cpu, int tid) {
+#define KN_CLOSED 0xffffffffu
+
+// Claims and runs tasks of section `g` until none is left.
+static void run_tasks(struct kn_cpu *cpu, uint32_t g, int tid) {
+    uint64_t v = atomic_load(&cpu->next);
     for (;;) {
-        int t = atomic_fetch_add_explicit(&cpu->next, 1, memory_order_relaxed);
-        if (t >= cpu->n_tasks) break;
-        cpu->fn(cpu->ctx, t, tid);
+        uint32_t idx = (uint32_t)v;
+        if ((uint32_t)(v >> 32) != g || idx == KN_CLOSED) return;
+        kn_cpu_task_fn fn = atomic_load(&cpu->fn);
+        void *ctx = atomic_load(&cpu->ctx);
+        int n_tasks = atomic_load(&cpu->n_tasks);
+        if (idx >= (uint32_t)n_tasks) return;
+        if (!atomic_compare_exchange_weak(&cpu->next, &v, v + 1)) continue;
+        fn(ctx, (int)idx, tid);
+        atomic_fetch_add_explicit(&cpu->done, 1, memory_order_release);
+        v = atomic_load(&cpu->next);
     }
 }
 
@@ -259,33 +274,38 @@ static void *worker_main(void *arg) {
         }
         seen = atomic_load_explicit(&cpu->gen, memory_order_acquire);
         if (atomic_load(&cpu->stop)) break;
-        run_tasks(cpu, tid);
-        atomic_fetch_sub_explicit(&cpu->active, 1, memory_order_release);
+        // if another section has started since, run_tasks sees its generation in `next` and runs nothing
+        run_tasks(cpu, seen, tid);
     }
     return NULL;
 }
 
+// The caller runs tasks too and then waits for the tasks (not the workers): a worker that is asleep or
+// descheduled costs nothing unless it holds a task.
 void kn_cpu_parallel(struct kn_cpu *cpu, int n_tasks, kn_cpu_task_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     if (cpu->n_workers == 0 || n_tasks == 1) {
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
         return;
     }
-    cpu->fn = fn;
-    cpu->ctx = ctx;
-    cpu->n_tasks = n_tasks;
-    atomic_store_explicit(&cpu->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&cpu->active, cpu->n_workers, memory_order_relaxed);
-    atomic_fetch_add(&cpu->gen, 1); // seq_cst: publishes fn/ctx/n_tasks, ordered before the n_sleeping read
+    uint32_t g = atomic_load_explicit(&cpu->gen, memory_order_relaxed) + 1;
+    // `next` is closed here (end of the previous section): no task can be claimed while these change
+    atomic_store(&cpu->fn, fn);
+    atomic_store(&cpu->ctx, ctx);
+    atomic_store(&cpu->n_tasks, n_tasks);
+    atomic_store_explicit(&cpu->done, 0, memory_order_relaxed);
+    atomic_store(&cpu->next, (uint64_t)g << 32);
+    atomic_store(&cpu->gen, g); // seq_cst: ordered before the n_sleeping read below
     pthread_mutex_lock(&cpu->mu);
     if (cpu->n_sleeping) pthread_cond_broadcast(&cpu->cv);
     pthread_mutex_unlock(&cpu->mu);
-    run_tasks(cpu, 0);
+    run_tasks(cpu, g, 0);
     int spins = 0;
-    while (atomic_load_explicit(&cpu->active, memory_order_acquire) != 0) {
-        if (++spins < KN_CPU_SPIN) cpu_relax();
-        else sched_yield(); // a worker was preempted: give it the core
+    while (atomic_load_explicit(&cpu->done, memory_order_acquire) != n_tasks) {
+        if (++spins < 2000) cpu_relax();
+        else sched_yield(); // a worker holding a task was preempted: give it the core
     }
+    atomic_store(&cpu->next, ((uint64_t)g << 32) | KN_CLOSED);
 }
 
 static void pool_stop(struct kn_cpu *cpu) {
@@ -527,8 +547,11 @@ struct kn_backend *kn_cpu_init(int n_threads, char *err, size_t errlen) {
     pthread_mutex_init(&cpu->mu, NULL);
     pthread_cond_init(&cpu->cv, NULL);
     atomic_init(&cpu->gen, 0);
-    atomic_init(&cpu->next, 0);
-    atomic_init(&cpu->active, 0);
+    atomic_init(&cpu->next, (uint64_t)KN_CLOSED);
+    atomic_init(&cpu->fn, (kn_cpu_task_fn)NULL);
+    atomic_init(&cpu->ctx, NULL);
+    atomic_init(&cpu->n_tasks, 0);
+    atomic_init(&cpu->done, 0);
     atomic_init(&cpu->stop, 0);
     cpu->tscr = calloc((size_t)n_threads, sizeof *cpu->tscr);
     if (n_threads > 1) cpu->workers = calloc((size_t)n_threads - 1, sizeof *cpu->workers);

@@ -274,6 +274,44 @@ static void test_elementwise(void) {
     free(x); free(y); free(wv); free(g); free(u); free(o);
 }
 
+// ---- thread pool -----------------------------------------------------------------------------------
+
+struct pool_ctx {
+    int *hits;  // (n_tasks) times each task ran
+    int *owner; // (n_tasks) section that ran it
+    int section;
+};
+static void pool_task(void *vctx, int task, int tid) {
+    struct pool_ctx *c = vctx;
+    (void)tid;
+    c->hits[task]++; // tasks are distinct: no two threads touch the same element
+    c->owner[task] = c->section;
+}
+
+// Many short sections of varying size on pools larger than the machine: every task runs exactly once, in
+// its own section.
+static void test_pool(void) {
+    char err[256];
+    for (int nth = 2; nth <= 5; nth += 3) {
+        struct kn_backend *be = kn_cpu_init(nth, err, sizeof err);
+        CHECK(be != NULL);
+        if (!be) return;
+        int hits[64], owner[64], ok = 1;
+        for (int s = 0; s < 20000 && ok; s++) {
+            int n = 2 + (int)(rnd_u32() % 60);
+            memset(hits, 0, sizeof hits);
+            struct pool_ctx c = {hits, owner, s};
+            kn_cpu_parallel((struct kn_cpu *)be, n, pool_task, &c);
+            for (int t = 0; t < n; t++)
+                if (hits[t] != 1 || owner[t] != s) ok = 0;
+            for (int t = n; t < 64; t++)
+                if (hits[t] != 0) ok = 0;
+        }
+        CHECK_MSG(ok, "pool of %d threads: every task exactly once", nth);
+        kn_free(be);
+    }
+}
+
 // ---- memory ------------------------------------------------------------------------------------------
 
 static void test_memory(void) {
@@ -857,6 +895,7 @@ int main(void) {
     CHECK(be1 && be2);
     if (!be1 || !be2) return test_done();
     test_memory();
+    test_pool();
     test_matmul();
     test_elementwise();
     test_attention();
