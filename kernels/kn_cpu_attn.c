@@ -95,11 +95,38 @@ static inline __m256 codes8(const uint32_t *w, int v, int B) {
 #endif
 
 #ifdef KN_SIMD
-// lg(nh, 8·NV) = qs(nh, D) · codes(D, 8·NV) for a word-aligned channel-major code stream of B-bit codes.
+// lg(nh, 8·NV) = qs(nh, D) · codes(D, 8·NV) for a word-aligned channel-major code stream of B-bit codes. Heads go
+// by fours (each expanded code vector feeds four heads; two vectors of 8 tokens at a time), then by pairs; every
+// logit is the same chain of FMAs over d either way.
 __attribute__((always_inline)) static inline void key_dots_simd(const uint32_t *kc, const float *qs, int nh, int D,
                                                                 float *lg, const int NV, const int B) {
     const int wpc = NV * 8 * B / 32; // words per channel
-    for (int h0 = 0; h0 < nh; h0 += 2) {
+    int h0 = 0;
+    for (; h0 + 4 <= nh; h0 += 4) {
+        const float *q0 = qs + (size_t)h0 * D;
+        for (int v0 = 0; v0 < NV; v0 += 2) {
+            const int two = v0 + 1 < NV;
+            __m256 acc[4][2];
+            KN_UNROLL
+            for (int h = 0; h < 4; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
+            for (int d = 0; d < D; d++) {
+                const uint32_t *w = kc + (size_t)d * wpc;
+                __m256 c0 = codes8(w, v0, B), c1 = two ? codes8(w, v0 + 1, B) : c0;
+                KN_UNROLL
+                for (int h = 0; h < 4; h++) {
+                    __m256 a = _mm256_broadcast_ss(q0 + (size_t)h * D + d);
+                    acc[h][0] = _mm256_fmadd_ps(a, c0, acc[h][0]);
+                    if (two) acc[h][1] = _mm256_fmadd_ps(a, c1, acc[h][1]);
+                }
+            }
+            KN_UNROLL
+            for (int h = 0; h < 4; h++) {
+                _mm256_storeu_ps(lg + (size_t)(h0 + h) * NV * 8 + 8 * v0, acc[h][0]);
+                if (two) _mm256_storeu_ps(lg + (size_t)(h0 + h) * NV * 8 + 8 * v0 + 8, acc[h][1]);
+            }
+        }
+    }
+    for (; h0 < nh; h0 += 2) {
         const int two = h0 + 1 < nh;
         __m256 acc0[4], acc1[4];
         KN_UNROLL
@@ -284,13 +311,89 @@ static void fp_logits_simd(const struct kv_head_view *hv, const float *q, int nh
     }
 }
 
-// out_h(d0 .. d0 + 8·NV) = Σ_slots p_h·v for NH (1 or 2) heads sharing every converted V row and expanded
-// code vector; packed values as Σ (p·vscale)·code (the zero terms are added by the caller).
+// Per packed slot and value group the weight p·vscale of each head, ps[h][(g·G + t)·nvg + vg] (PS row stride
+// `pstride`), and the zero terms za[h][vg] = Σ p·vzero: computed once per item instead of once per chunk pass.
+// A group's scales and zeros are contiguous (G·nvg, a multiple of 8): with nvg dividing 8 or a multiple of it,
+// whole vectors of (slot, vg) pairs are weighted at once and the zero terms kept in per-lane sums, folded at
+// the end (lane l of a vector holds vg = l mod nvg, or (vector index mod nvg/8)·8 + l). Fixed order for a shape.
+static void values_prep(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, const float *L, int nh,
+                        float *ps, size_t pstride, float *za) {
+    const int G = c->f.G, nvg = c->D / c->f.VG, n = G * nvg;
+    const int nacc = nvg % 8 == 0 ? nvg / 8 : 1; // per-lane sums per head
+    const int lanes_ok = (nvg == 1 || nvg == 2 || nvg == 4 || nvg % 8 == 0) && n <= 1024 && nacc <= 32;
+    if (!lanes_ok) {
+        for (int h = 0; h < nh; h++)
+            for (int q = 0; q < nvg; q++) {
+                float z = 0.0f;
+                for (int g = 0; g < n_q; g++) {
+                    void *gb = hv->q_blocks[g];
+                    const kn_half *vs = kvq_vscale(gb, c->f), *vz = kvq_vzero(gb, c->f);
+                    for (int t = 0; t < G; t++) {
+                        float p = L[(size_t)h * c->slots_pad + g * G + t];
+                        ps[(size_t)h * pstride + (size_t)(g * G + t) * nvg + q] = p * h2f(vs[t * nvg + q]);
+                        z += p * h2f(vz[t * nvg + q]);
+                    }
+                }
+                za[(size_t)h * nvg + q] = z;
+            }
+        return;
+    }
+    __m256 zacc[32];
+    for (int h = 0; h < nh; h++) {
+        for (int k = 0; k < nacc; k++) zacc[k] = _mm256_setzero_ps();
+        __m256 z0 = _mm256_setzero_ps(); // the only sum when nacc == 1 (kept in a register)
+        const float *lh = L + (size_t)h * c->slots_pad;
+        float *oh = ps + (size_t)h * pstride;
+        for (int g = 0; g < n_q; g++) {
+            void *gb = hv->q_blocks[g];
+            const kn_half *vs = kvq_vscale(gb, c->f), *vz = kvq_vzero(gb, c->f);
+            const float *pg = lh + g * G;
+            float *o = oh + (size_t)g * n;
+            for (int i = 0; i < n; i += 8) {
+                __m256 pv; // p of the (slot, vg) pairs i .. i+7
+                if (nvg == 1) {
+                    pv = _mm256_loadu_ps(pg + i);
+                } else if (nvg == 2) {
+                    __m128 x = _mm_loadu_ps(pg + i / 2);
+                    pv = _mm256_set_m128(_mm_unpackhi_ps(x, x), _mm_unpacklo_ps(x, x));
+                } else if (nvg == 4) {
+                    pv = _mm256_set_m128(_mm_set1_ps(pg[i / 4 + 1]), _mm_set1_ps(pg[i / 4]));
+                } else {
+                    pv = _mm256_set1_ps(pg[i / nvg]);
+                }
+                _mm256_storeu_ps(o + i, _mm256_mul_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vs + i)))));
+                __m256 zp = _mm256_mul_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vz + i))));
+                if (nacc == 1)
+                    z0 = _mm256_add_ps(z0, zp);
+                else
+                    zacc[(i / 8) % nacc] = _mm256_add_ps(zacc[(i / 8) % nacc], zp);
+            }
+        }
+        if (nacc == 1) zacc[0] = z0;
+        float lane[8];
+        for (int k = 0; k < nacc; k++) {
+            _mm256_storeu_ps(lane, zacc[k]);
+            if (nvg % 8 == 0) {
+                for (int l = 0; l < 8; l++) za[(size_t)h * nvg + k * 8 + l] = lane[l];
+            } else {
+                for (int q = 0; q < nvg; q++) {
+                    float z = 0.0f;
+                    for (int l = q; l < 8; l += nvg) z += lane[l];
+                    za[(size_t)h * nvg + q] = z;
+                }
+            }
+        }
+    }
+}
+
+// out_h(d0 .. d0 + 8·NV) = Σ_slots p_h·v for NH (1, 2 or 4) heads sharing every converted V row and expanded
+// code vector; packed values as Σ (p·vscale)·code with the weights of values_prep (zero terms are its job).
+// NH·NV <= 8.
 __attribute__((always_inline)) static inline void values_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
-                                                               int n_q, const float *const *ph, int d0, const int NV,
-                                                               const int NH, float *const *out) {
+                                                               int n_q, const float *const *ph, const float *const *pw,
+                                                               int d0, const int NV, const int NH, float *const *out) {
     const int D = c->D, G = c->f.G, B = c->f.B, nvg = c->packed ? D / c->f.VG : 1, VG = c->f.VG;
-    __m256 acc[2][4], acc2[4];
+    __m256 acc[4][4], acc2[4];
     KN_UNROLL
     for (int j = 0; j < NV; j++) {
         acc2[j] = _mm256_setzero_ps();
@@ -298,39 +401,37 @@ __attribute__((always_inline)) static inline void values_chunk(const struct at_c
         for (int h = 0; h < NH; h++) acc[h][j] = _mm256_setzero_ps();
     }
     for (int g = 0; g < n_q; g++) {
-        void *gb = hv->q_blocks[g];
-        const uint32_t *vc = kvq_vcode(gb, c->f);
-        const kn_half *vs = kvq_vscale(gb, c->f);
+        const uint32_t *vc = kvq_vcode(hv->q_blocks[g], c->f);
         for (int t = 0; t < G; t++) {
-            float p[2];
-            KN_UNROLL
-            for (int h = 0; h < NH; h++) p[h] = ph[h][g * G + t];
-            if (p[0] == 0.0f && (NH == 1 || p[1] == 0.0f)) continue;
             const uint32_t *w = vc + (size_t)t * D * B / 32;
-            const kn_half *vst = vs + t * nvg;
-            float sc = h2f(vst[d0 / VG]);
+            size_t j0 = (size_t)(g * G + t) * nvg;
             KN_UNROLL
             for (int j = 0; j < NV; j++) {
                 int d = d0 + 8 * j;
-                if (VG < 32 && j > 0) sc = h2f(vst[d / VG]); // chunk spans several value groups
                 __m256 cv = codes8(w, d / 8, B);
                 KN_UNROLL
-                for (int h = 0; h < NH; h++) acc[h][j] = _mm256_fmadd_ps(_mm256_set1_ps(p[h] * sc), cv, acc[h][j]);
+                for (int h = 0; h < NH; h++)
+                    acc[h][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(pw[h] + j0 + d / VG), cv, acc[h][j]);
             }
         }
     }
     const int n_fp = hv->n_fp, base = n_q * G;
-    if (NH == 2) {
+    if (NH >= 2) {
         for (int s = 0; s < n_fp; s++) {
-            float p0 = ph[0][base + s], p1 = ph[NH - 1][base + s];
-            if (p0 == 0.0f && p1 == 0.0f) continue;
+            float p[4];
+            int any = 0;
+            KN_UNROLL
+            for (int h = 0; h < NH; h++) {
+                p[h] = ph[h][base + s];
+                any |= p[h] != 0.0f;
+            }
+            if (!any) continue;
             const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
-            __m256 w0 = _mm256_set1_ps(p0), w1 = _mm256_set1_ps(p1);
             KN_UNROLL
             for (int j = 0; j < NV; j++) {
                 __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j)));
-                acc[0][j] = _mm256_fmadd_ps(w0, v, acc[0][j]);
-                acc[NH - 1][j] = _mm256_fmadd_ps(w1, v, acc[NH - 1][j]);
+                KN_UNROLL
+                for (int h = 0; h < NH; h++) acc[h][j] = _mm256_fmadd_ps(_mm256_set1_ps(p[h]), v, acc[h][j]);
             }
         }
     } else {
@@ -368,20 +469,36 @@ __attribute__((always_inline)) static inline void values_chunk(const struct at_c
     }
 }
 
-// out(nh, D) = Σ_slots p·v. Needs D % 8 == 0 and, with packed groups, VG % 8 == 0 and B in {2, 4}.
-static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, const float *L, int nh,
-                        float *out) {
+// out(nh, D) = Σ_slots p·v (packed weights pw from values_prep, row stride pstride). Needs D % 8 == 0 and, with
+// packed groups, VG % 8 == 0 and B in {2, 4}. Heads by fours (16 channels a pass), then pairs (32), then one.
+static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, const float *L,
+                        const float *pw, size_t pstride, int nh, float *out) {
     const int D = c->D;
-    for (int h = 0; h < nh; h += 2) {
-        const float *ph[2] = {L + (size_t)h * c->slots_pad, L + (size_t)(h + 1) * c->slots_pad};
-        float *o[2] = {out + (size_t)h * D, out + (size_t)(h + 1) * D};
+    int h = 0;
+    for (; h + 4 <= nh; h += 4) {
+        const float *ph[4], *w[4];
+        float *o[4];
+        for (int k = 0; k < 4; k++) {
+            ph[k] = L + (size_t)(h + k) * c->slots_pad;
+            w[k] = pw + (size_t)(h + k) * pstride;
+            o[k] = out + (size_t)(h + k) * D;
+        }
         int d0 = 0;
-        if (h + 1 < nh) {
-            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, d0, 4, 2, o);
-            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, d0, 1, 2, o);
+        for (; d0 + 16 <= D; d0 += 16) values_chunk(c, hv, n_q, ph, w, d0, 2, 4, o);
+        for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, w, d0, 1, 4, o);
+    }
+    for (; h < nh; h += 2) {
+        int two = h + 1 < nh;
+        const float *ph[2] = {L + (size_t)h * c->slots_pad, L + (size_t)(h + two) * c->slots_pad};
+        const float *w[2] = {pw + (size_t)h * pstride, pw + (size_t)(h + two) * pstride};
+        float *o[2] = {out + (size_t)h * D, out + (size_t)(h + two) * D};
+        int d0 = 0;
+        if (two) {
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, w, d0, 4, 2, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, w, d0, 1, 2, o);
         } else {
-            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, d0, 4, 1, o);
-            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, d0, 1, 1, o);
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, w, d0, 4, 1, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, w, d0, 1, 1, o);
         }
     }
 }
@@ -407,7 +524,8 @@ static void at_task(void *vctx, int task, int tid) {
     const int fast_v = fast && (!n_q || ((c->f.B == 2 || c->f.B == 4) && c->f.VG % 8 == 0 && (D * c->f.B) % 32 == 0));
 #endif
 
-    // scratch: logits (nh, slots_pad) | out (nh, D) | qs (nh, D) | zacc (nh, nvg) | lg (nh, G) | zq, p (nh)
+    // scratch: logits (nh, slots_pad) | out (nh, D) | qs (nh, D) | zacc (nh, nvg) | lg (nh, G) | zq, p (nh) |
+    // packed value weights (nh, slots_pad * nvg)
     float *L = kn_cpu_thread_scratch(c->cpu, tid);
     float *O = L + (size_t)nh * c->slots_pad;
     float *QS = O + (size_t)nh * D;
@@ -415,6 +533,7 @@ static void at_task(void *vctx, int task, int tid) {
     float *LG = ZA + (size_t)nh * (nvg ? nvg : 1);
     float *ZQ = LG + (size_t)nh * KV_MAX_GROUP;
     float *P = ZQ + nh;
+    float *PS = P + nh; // (nh, slots_pad * nvg) packed value weights (SIMD path)
     const float *q = a->q + ((size_t)i * a->n_head + hq0) * D; // (nh, D) contiguous
 
     // 1. logits
@@ -447,10 +566,25 @@ static void at_task(void *vctx, int task, int tid) {
                 ZQ[h] = zq;
             }
         group_key_dots(c, gb, QS, nh, LG);
-        for (int h = 0; h < nh; h++)
-            for (int t = 0; t < G; t++)
-                L[(size_t)h * c->slots_pad + g * G + t] =
-                    (vis >> t & 1) ? a->scale * (LG[(size_t)h * G + t] + ZQ[h]) : -INFINITY;
+#ifdef KN_SIMD
+        if (fast && G % 8 == 0) {
+            const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+            const __m256 ninf = _mm256_set1_ps(-INFINITY), vsc = _mm256_set1_ps(a->scale);
+            for (int v = 0; v < G / 8; v++) {
+                __m256i m = _mm256_and_si256(_mm256_set1_epi32((int)(vis >> (8 * v))), bit);
+                __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, bit));
+                for (int h = 0; h < nh; h++) {
+                    __m256 x = _mm256_add_ps(_mm256_loadu_ps(LG + (size_t)h * G + 8 * v), _mm256_set1_ps(ZQ[h]));
+                    _mm256_storeu_ps(L + (size_t)h * c->slots_pad + g * G + 8 * v,
+                                     _mm256_blendv_ps(ninf, _mm256_mul_ps(vsc, x), keep));
+                }
+            }
+        } else
+#endif
+            for (int h = 0; h < nh; h++)
+                for (int t = 0; t < G; t++)
+                    L[(size_t)h * c->slots_pad + g * G + t] =
+                        (vis >> t & 1) ? a->scale * (LG[(size_t)h * G + t] + ZQ[h]) : -INFINITY;
     }
 #ifdef KN_SIMD
     if (fast) { // every slot, then the mask
@@ -480,16 +614,9 @@ static void at_task(void *vctx, int task, int tid) {
     if (nvg) memset(ZA, 0, sizeof(float) * (size_t)nh * nvg);
 #ifdef KN_SIMD
     if (fast_v) {
-        values_simd(c, hv, n_q, L, nh, O);
-        for (int g = 0; g < n_q; g++) { // zero terms: Σ p·vzero per value group
-            const kn_half *vz = kvq_vzero(hv->q_blocks[g], c->f);
-            for (int t = 0; t < G; t++)
-                for (int h = 0; h < nh; h++) {
-                    float p = L[(size_t)h * c->slots_pad + g * G + t];
-                    if (p != 0.0f)
-                        for (int qg = 0; qg < nvg; qg++) ZA[(size_t)h * nvg + qg] += p * h2f(vz[t * nvg + qg]);
-                }
-        }
+        size_t pstride = (size_t)c->slots_pad * (nvg ? nvg : 1);
+        if (n_q) values_prep(c, hv, n_q, L, nh, PS, pstride, ZA);
+        values_simd(c, hv, n_q, L, PS, pstride, nh, O);
         goto outputs;
     }
 #endif
@@ -574,7 +701,8 @@ void kn_cpu_attention(struct kn_backend *be, const struct kn_attn_args *a) {
     c.hsub = (c.grp + want - 1) / want;
     c.n_sub = (c.grp + c.hsub - 1) / c.hsub;
     int nvg = c.packed ? D / c.f.VG : 1;
-    size_t per = (size_t)c.hsub * ((size_t)c.slots_pad + 2 * (size_t)D + (size_t)nvg + KV_MAX_GROUP + 2) + 64;
+    size_t per = (size_t)c.hsub * ((size_t)c.slots_pad * (c.packed ? 1 + (size_t)nvg : 1) + 2 * (size_t)D + (size_t)nvg +
+                                   KV_MAX_GROUP + 2) + 64;
     if (kn_cpu_thread_scratch_reserve(cpu, per * sizeof(float)) != 0) {
         memset(a->out, 0, sizeof(float) * (size_t)a->n_tok * a->n_head * D);
         return;

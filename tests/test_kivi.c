@@ -437,8 +437,8 @@ static void test_per_channel_keys(struct kn_backend *be) {
 // ---- 2. fused attention over a hand-built view = attention over the explicitly dequantised cache ------------
 
 static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_scalar) {
-    const int Ds[] = {8, 32, 64, 256};
-    for (int di = 0; di < 4; di++)
+    const int Ds[] = {8, 32, 64, 96, 256}; // 96: three value groups per token
+    for (int di = 0; di < 5; di++)
         for (int B = 2; B <= 4; B += 2)
             for (int G = 8; G <= 32; G *= 2)
                 for (int window = 0; window <= 40; window += 40) {
