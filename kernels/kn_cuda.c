@@ -102,7 +102,11 @@ struct kn_cuda {
     size_t x_align_cap;
     float *att_part;
     size_t att_part_cap;
+    int32_t *att_ctr; // zeroed counters of the decode attention's fused combine (kept zeroed by the kernel)
+    size_t att_ctr_cap;
     int32_t *argmax_dev;
+    int smem_optin;   // opt-in shared memory per block (bytes)
+    int attn_legacy;  // KVCHAT_CUDA_ATTN=legacy: every attention through the original kernel
 };
 
 static struct kn_cuda *cu_of(struct kn_backend *be) { return (struct kn_cuda *)be; }
@@ -851,6 +855,50 @@ static void attn_zero(struct kn_cuda *cu, const struct kn_attn_args *a, int D) {
     if (D > 0) cudaMemsetAsync(a->out, 0, sizeof(float) * (size_t)a->n_tok * a->n_head * D, cu->stream);
 }
 
+// Sizes the decode kernel's grid (p has everything else): chunks per warp so that about 16 warps per SM have
+// work, splits of KN_CUDA_DEC_WARPS * chunks_per_warp chunks, partials and counters. -1: use the other kernel.
+static int attn_decode_plan(struct kn_cuda *cu, struct kn_cuda_attn_params *p, int max_chunks) {
+    const int D = p->D, H = p->n_head_kv;
+    const size_t smem = kn_cuda_attention_decode_smem(p->rows_per_warp, D, p->bits, p->group);
+    if (!smem || smem > (size_t)cu->smem_optin) return -1;
+    const int grp = p->n_head / H;
+    const int64_t n_rb = ((int64_t)p->n_tok * grp + p->rows_per_warp - 1) / p->rows_per_warp;
+    if (n_rb > 65535 || H > 65535) return -1;
+    const int64_t units = (int64_t)H * n_rb * (max_chunks > 0 ? max_chunks : 1);
+    const int64_t target = 16 * (int64_t)cu->n_sm;
+    int64_t cpw = (units + target - 1) / target;
+    if (cpw < 1) cpw = 1;
+    int64_t S = (max_chunks + KN_CUDA_DEC_WARPS * cpw - 1) / (KN_CUDA_DEC_WARPS * cpw);
+    while (S > 256) {
+        cpw *= 2;
+        S = (max_chunks + KN_CUDA_DEC_WARPS * cpw - 1) / (KN_CUDA_DEC_WARPS * cpw);
+    }
+    if (S < 1) S = 1;
+    p->chunks_per_warp = (int)cpw;
+    p->n_split = (int)S;
+    p->chunks_per_split = (int)(KN_CUDA_DEC_WARPS * cpw);
+    p->fuse_combine = !p->probs && S > 1 && S <= KN_CUDA_DEC_FUSE_SPLITS &&
+                      (int64_t)p->rows_per_warp * S * (D + 2) <= 16384;
+    p->smem_optin = cu->smem_optin;
+    p->part = NULL;
+    p->counters = NULL;
+    if (S > 1 || p->probs) {
+        size_t need = (size_t)p->n_tok * p->n_head * (size_t)S * (size_t)(D + 2) * sizeof(float);
+        if (scratch_reserve(cu, (void **)&cu->att_part, &cu->att_part_cap, need)) return -1;
+        p->part = cu->att_part;
+    }
+    if (p->fuse_combine) {
+        size_t need = (size_t)(H * n_rb) * sizeof(int32_t);
+        if (cu->att_ctr_cap < need) {
+            if (scratch_reserve(cu, (void **)&cu->att_ctr, &cu->att_ctr_cap, need)) return -1;
+            if (cuda_fail(cu, "attention counters", cudaMemsetAsync(cu->att_ctr, 0, cu->att_ctr_cap, cu->stream)))
+                return -1;
+        }
+        p->counters = cu->att_ctr;
+    }
+    return 0;
+}
+
 static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu) || a->n_tok <= 0) return;
@@ -914,14 +962,6 @@ static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) 
     int cps = max_chunks > 0 ? (int)((max_chunks + n_split - 1) / n_split) : 1;
     p.n_split = max_chunks > 0 ? (max_chunks + cps - 1) / cps : 1;
     p.chunks_per_split = cps;
-    if (p.n_split > 1 || p.probs) {
-        size_t need = (size_t)a->n_tok * a->n_head * p.n_split * (D + 2) * sizeof(float);
-        if (scratch_reserve(cu, (void **)&cu->att_part, &cu->att_part_cap, need)) {
-            attn_zero(cu, a, D);
-            return;
-        }
-        p.part = cu->att_part;
-    }
     size_t bytes = (size_t)H * sizeof(struct kn_cuda_attn_head) + n_ptr * sizeof(void *) + (size_t)a->n_tok * 4;
     if (stage_reserve(cu, bytes)) return;
     void *hh, *hp;
@@ -942,8 +982,26 @@ static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) 
         if (nfb) memcpy(ptrs + k, hv->fp_blocks, (size_t)nfb * sizeof(void *));
         k += (size_t)nfb;
     }
+    uintptr_t ptr_bits = 0; // the decode kernel reads blocks with 16-byte loads
+    for (size_t i = 0; i < k; i++) ptr_bits |= (uintptr_t)ptrs[i];
     p.q_pos = stage_pos(cu, a->q_pos, a->n_tok);
     if (stage_send(cu)) return;
+    if (!cu->attn_legacy && a->n_tok <= KN_CUDA_DEC_MAX_TOK && !(ptr_bits & 15)) {
+        struct kn_cuda_attn_params dp = p;
+        if (attn_decode_plan(cu, &dp, max_chunks) == 0) {
+            launch_rc(cu, "attention", kn_cuda_attention_decode(cu->stream, &dp));
+            prof_end(cu, PR_ATTN, t0);
+            return;
+        }
+    }
+    if (p.n_split > 1 || p.probs) {
+        size_t need = (size_t)a->n_tok * a->n_head * p.n_split * (D + 2) * sizeof(float);
+        if (scratch_reserve(cu, (void **)&cu->att_part, &cu->att_part_cap, need)) {
+            attn_zero(cu, a, D);
+            return;
+        }
+        p.part = cu->att_part;
+    }
     launch_rc(cu, "attention", kn_cuda_attention(cu->stream, &p));
     prof_end(cu, PR_ATTN, t0);
 }
@@ -1181,6 +1239,14 @@ struct kn_backend *kn_cuda_init(int device, char *err, size_t errlen) {
     cublasSetStream(cu->blas, cu->stream);
     const char *pv = getenv("KVCHAT_CUDA_PROF");
     cu->prof = pv && pv[0] && strcmp(pv, "0") != 0;
+    const char *av = getenv("KVCHAT_CUDA_ATTN");
+    cu->attn_legacy = av && !strcmp(av, "legacy");
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        optin = 0;
+    }
+    cu->smem_optin = optin > 48 * 1024 ? optin : 48 * 1024;
     const char *gv = getenv("KVCHAT_CUDA_GEMV");
     cu->gemv_legacy = gv && !strcmp(gv, "legacy");
     const char *mode = getenv("KVCHAT_CUDA_GEMM");

@@ -39,6 +39,20 @@ static inline size_t kn_cuda_row_bytes(int type, int64_t n_cols) {
 // legacy: float types use the 32-value segment kernel instead of the coalesced one (for comparisons).
 int kn_cuda_gemv(void *stream, float *y, const void *w, int type, int64_t N, int64_t K, const float *x, int n_tok,
                  int legacy);
+
+// Up to KN_CUDA_GEMV_MAX_MATS matrices of one type and row length K applied to the same x(n_tok, K) in one launch:
+// y[m](n_tok, n[m]) = x · W[m]^T. With glu >= 0 (an enum kn_act) there are two matrices of equal n (gate, up) and
+// y[0] = act(x · W[0]^T) * (x · W[1]^T), y[1] = x · W[1]^T (what matmul, matmul, glu(y[0], y[0], y[1]) leave).
+#define KN_CUDA_GEMV_MAX_MATS 3
+struct kn_cuda_gemv_set {
+    const void *w[KN_CUDA_GEMV_MAX_MATS];
+    float *y[KN_CUDA_GEMV_MAX_MATS];
+    int64_t n[KN_CUDA_GEMV_MAX_MATS]; // rows of each matrix
+    int n_mat;                        // 1 .. KN_CUDA_GEMV_MAX_MATS
+    int glu;                          // -1, or the activation of the fused gate/up pair
+};
+int kn_cuda_gemv_multi(void *stream, const struct kn_cuda_gemv_set *set, int type, int64_t K, const float *x,
+                       int n_tok, int legacy);
 // out(n_rows, K) = dequantised rows of W (device blocks), as fp32 (half_out == 0) or fp16 (half_out == 1).
 int kn_cuda_dequant(void *stream, void *out, int half_out, const void *w, int type, int64_t n_rows, int64_t K);
 // out(n) fp16 = x(n) fp32, round to nearest even.
@@ -49,9 +63,17 @@ int kn_cuda_get_rows(void *stream, float *y, const void *w, int type, int64_t K,
 // ---- elementwise ---------------------------------------------------------------------------------------
 // y(n_rows, dim) = x / sqrt(mean(x^2) + eps) * w(dim); y may equal x.
 int kn_cuda_rmsnorm(void *stream, float *y, const float *x, const float *w, int n_rows, int dim, float eps);
+// x(n_rows, dim) += r(n_rows, dim), then y = rmsnorm(x) * w: bit for bit what kn_cuda_add then kn_cuda_rmsnorm
+// give. y may equal x or r.
+int kn_cuda_add_rmsnorm(void *stream, float *y, float *x, const float *r, const float *w, int n_rows, int dim,
+                        float eps);
 // x(n_tok, n_head, head_dim): rotate the first n_rot dims of every head by pos(n_tok) (angles in double).
 int kn_cuda_rope(void *stream, float *x, const int32_t *pos, int n_tok, int n_head, int head_dim, int n_rot,
                  float freq_base, float freq_scale, int mode);
+// The same rotation of two tensors with the same positions in one launch: x1(n_tok, n_head1, head_dim) and
+// x2(n_tok, n_head2, head_dim) (queries and keys).
+int kn_cuda_rope2(void *stream, float *x1, int n_head1, float *x2, int n_head2, const int32_t *pos, int n_tok,
+                  int head_dim, int n_rot, float freq_base, float freq_scale, int mode);
 int kn_cuda_add(void *stream, float *y, const float *x, size_t n);     // y(n) += x(n)
 int kn_cuda_scale(void *stream, float *y, float s, size_t n);          // y(n) *= s
 // y(n) = act(gate(n)) * up(n); y may alias gate or up.
@@ -109,11 +131,28 @@ struct kn_cuda_attn_params {
     float *part;            // split partials (n_tok * n_head, n_split, D + 2); unused when n_split == 1 and no probs
     int n_split, chunks_per_split; // chunk = one fp block or one packed group
     int rows_per_warp;      // 1, 2, 4 or 8 (query rows of one KV head handled together)
+    // decode kernel only (kn_cuda_attention_decode)
+    int chunks_per_warp;    // chunks each warp of a split handles (a split covers KN_CUDA_DEC_WARPS * this)
+    int fuse_combine;       // the last block of each (KV head, row block) merges the splits (no probs)
+    int32_t *counters;      // (n_head_kv * row blocks) zeroed ints, when fuse_combine; left zeroed
+    int smem_optin;         // the device's opt-in shared memory per block (bytes)
 };
 // Query rows one warp handles for n_tok tokens of group_heads query heads per KV head (1, 2, 4 or 8); the
 // caller sizes n_split from the resulting number of warps.
 int kn_cuda_attention_rows_per_warp(int n_tok, int group_heads);
 int kn_cuda_attention(void *stream, const struct kn_cuda_attn_params *p);
+
+// Decode attention (flash-decoding): a block of KN_CUDA_DEC_WARPS warps per (split, row block, KV head); a split
+// is a contiguous range of chunks, each warp takes whole chunks with all of a chunk's loads in flight; the
+// query rows of a row block (rows_per_warp of them) share every K/V load. Splits write (o, max, sum) partials
+// that the last block of the head merges (fuse_combine) or a combine kernel merges (and normalises the probs).
+#define KN_CUDA_DEC_WARPS 8
+#define KN_CUDA_DEC_MAX_TOK 8        // the decode kernel serves batches of at most this many queries
+#define KN_CUDA_DEC_FUSE_SPLITS 32   // fuse_combine needs n_split <= this
+// Dynamic shared memory of the decode kernel for this shape (0: the shape is not supported: head_dim not one of
+// 8, 16, 32, 64, 128, 256, or packed value groups not a multiple of 8 channels).
+size_t kn_cuda_attention_decode_smem(int rows_per_warp, int D, int bits, int group);
+int kn_cuda_attention_decode(void *stream, const struct kn_cuda_attn_params *p);
 
 #ifdef __cplusplus
 }
