@@ -31,11 +31,12 @@ enum kn_gemm_mode { KN_GEMM_F32, KN_GEMM_TF32, KN_GEMM_F16 };
 // KVCHAT_CUDA_PROF=1: every op waits for the GPU and its time is summed per op kind (printed at free).
 enum kn_prof_op {
     PR_GEMV, PR_GEMM, PR_GET_ROWS, PR_RMSNORM, PR_ROPE, PR_ADD, PR_SCALE, PR_GLU, PR_ATTN, PR_KV_STORE,
-    PR_KV_CMDS, PR_UPLOAD, PR_DOWNLOAD, PR_MEMSET, PR_ARGMAX, PR_N
+    PR_KV_CMDS, PR_UPLOAD, PR_DOWNLOAD, PR_MEMSET, PR_ARGMAX, PR_GEMV_FUSED, PR_ADD_NORM, PR_ROPE2, PR_GEMV_GLU, PR_N
 };
 static const char *const prof_names[PR_N] = {"matmul gemv", "matmul gemm", "get_rows", "rmsnorm", "rope",
                                              "add", "scale", "glu", "attention", "kv_store", "kv commands",
-                                             "upload", "download", "memset0", "argmax"};
+                                             "upload", "download", "memset0", "argmax", "gemv fused",
+                                             "add+rmsnorm", "rope q+k", "gemv gate+up+glu"};
 struct kn_prof {
     double host, total; // seconds in the call / until the GPU finished it
     uint64_t n;
@@ -50,6 +51,29 @@ struct amap_ent {
 struct ivl {
     uintptr_t lo, hi;
     int32_t cmd;
+};
+
+// Launch fusion (KVCHAT_CUDA_FUSE=0 turns it off): an op that a following op may absorb is held back as the
+// pending op; the next op either fuses with it or launches it first (pre_op, q_push), so stream order is call
+// order. Held back: add (absorbed by an rmsnorm of its sum), rope of up to KN_PEND_ROPE_TOK tokens (absorbed by
+// a rope with the same positions and parameters: queries then keys) and decode GEMVs (absorbed by GEMVs of the
+// same type, K and input: q/k/v, gate/up; a gate/up pair also absorbs the glu that follows it).
+enum { PEND_NONE, PEND_ADD, PEND_ROPE, PEND_GEMV };
+#define KN_PEND_ROPE_TOK 8
+struct kn_pend {
+    int kind;
+    float *ay;          // add: ay(an) += ax(an)
+    const float *ax;
+    size_t an;
+    float *rx;          // rope
+    const int32_t *rpos_dev; // staged and sent
+    int32_t rpos[KN_PEND_ROPE_TOK];
+    int rn_tok, rn_head, rhd, rn_rot, rmode;
+    float rbase, rscale;
+    struct kn_cuda_gemv_set g; // gemv
+    int gtype, gnt;
+    int64_t gK;
+    const float *gx;
 };
 
 struct kn_cuda {
@@ -105,6 +129,8 @@ struct kn_cuda {
     int32_t *att_ctr; // zeroed counters of the decode attention's fused combine (kept zeroed by the kernel)
     size_t att_ctr_cap;
     int32_t *argmax_dev;
+    int fuse;            // launch fusion on (default)
+    struct kn_pend pend;
     int smem_optin;   // opt-in shared memory per block (bytes)
     int attn_legacy;  // KVCHAT_CUDA_ATTN=legacy: every attention through the original kernel
 };
@@ -255,10 +281,13 @@ static int stream_sync(struct kn_cuda *cu) {
     return cuda_fail(cu, "stream synchronize", e);
 }
 
+static int pend_flush(struct kn_cuda *cu);
+
 // Makes room for n staged bytes (in up to 8 arrays), waiting for queued work when the buffer is full.
 static int stage_reserve(struct kn_cuda *cu, size_t n) {
     size_t need = n + 16 * 8;
     if (cu->st_used + need <= cu->st_cap) return 0;
+    pend_flush(cu); // a pending op may read staged positions: launch it before the staging is reused
     if (stream_sync(cu)) return -1;
     if (need <= cu->st_cap) return 0;
     size_t cap = need > 2 * cu->st_cap ? need : 2 * cu->st_cap;
@@ -503,6 +532,7 @@ static int q_flush(struct kn_cuda *cu) {
 
 // Appends a command (and its n_slot slots); flushes when the queue is long.
 static int q_push(struct kn_cuda *cu, struct kn_cuda_cmd *c, const struct kv_slot *slots, int n_slot) {
+    pend_flush(cu);
     if (cu->q_n >= KN_QUEUE_MAX && q_flush(cu)) return -1;
     if (q_reserve(cu, 1, (size_t)n_slot)) {
         set_err(cu, "out of host memory for the KV command queue");
@@ -517,6 +547,7 @@ static int q_push(struct kn_cuda *cu, struct kn_cuda_cmd *c, const struct kv_slo
 
 // Every op that is not a queued command starts here: the queue runs first, so stream order is call order.
 static int pre_op(struct kn_cuda *cu) {
+    pend_flush(cu);
     if (!cu->q_n) return 0;
     double t0 = prof_t0(cu);
     int rc = q_flush(cu);
@@ -710,12 +741,85 @@ static const char *cuda_last_error(struct kn_backend *be) { return cu_of(be)->er
 
 static int launch_rc(struct kn_cuda *cu, const char *what, int rc) { return cuda_fail(cu, what, rc); }
 
+// Launches the pending op as it is (nothing fused with it); 0 or -1.
+static int pend_flush(struct kn_cuda *cu) {
+    struct kn_pend *pd = &cu->pend;
+    const int kind = pd->kind;
+    if (kind == PEND_NONE) return 0;
+    pd->kind = PEND_NONE;
+    const double t0 = prof_t0(cu);
+    int rc = 0;
+    switch (kind) {
+    case PEND_ADD:
+        rc = launch_rc(cu, "add", kn_cuda_add(cu->stream, pd->ay, pd->ax, pd->an));
+        prof_end(cu, PR_ADD, t0);
+        break;
+    case PEND_ROPE:
+        rc = launch_rc(cu, "rope",
+                       kn_cuda_rope(cu->stream, pd->rx, pd->rpos_dev, pd->rn_tok, pd->rn_head, pd->rhd, pd->rn_rot,
+                                    pd->rbase, pd->rscale, pd->rmode));
+        prof_end(cu, PR_ROPE, t0);
+        break;
+    case PEND_GEMV:
+        rc = launch_rc(cu, "gemv", kn_cuda_gemv_multi(cu->stream, &pd->g, pd->gtype, pd->gK, pd->gx, pd->gnt,
+                                                      cu->gemv_legacy));
+        prof_end(cu, pd->g.n_mat > 1 ? PR_GEMV_FUSED : PR_GEMV, t0);
+        break;
+    default: break;
+    }
+    return rc;
+}
+
+// Whether byte ranges [a, a + na) and [b, b + nb) overlap.
+static int overlap(const void *a, size_t na, const void *b, size_t nb) {
+    const uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + nb && b0 < a0 + na;
+}
+
+// Whether a decode GEMV y(n_tok, N) = x · W^T can join the pending GEMVs (same x, type, K; outputs disjoint
+// from x and from each other).
+static int gemv_joins(const struct kn_cuda *cu, const float *y, const struct kn_tensor *w, const float *x, int n_tok) {
+    const struct kn_pend *pd = &cu->pend;
+    if (pd->kind != PEND_GEMV || cu->q_n || pd->gx != x || pd->gnt != n_tok || pd->gtype != w->type ||
+        pd->gK != w->n_cols || pd->g.n_mat >= KN_CUDA_GEMV_MAX_MATS)
+        return 0;
+    const size_t ny = (size_t)n_tok * (size_t)w->n_rows * sizeof(float);
+    if (overlap(y, ny, x, (size_t)n_tok * (size_t)w->n_cols * sizeof(float))) return 0;
+    for (int i = 0; i < pd->g.n_mat; i++)
+        if (overlap(y, ny, pd->g.y[i], (size_t)n_tok * (size_t)pd->g.n[i] * sizeof(float))) return 0;
+    return 1;
+}
+
 // y(n_tok, N) = x(n_tok, K) · W^T. Decode (n_tok <= 8): GEMV on the device blocks. Prefill: W dequantised
 // tile by tile (fp32, or fp16 in KVCHAT_CUDA_GEMM=f16 mode) and multiplied by cuBLAS.
 static void cuda_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, const float *x, int n_tok) {
     struct kn_cuda *cu = cu_of(be);
-    if (pre_op(cu) || n_tok <= 0) return;
     const int64_t N = w->n_rows, K = w->n_cols;
+    if (cu->fuse && n_tok > 0 && n_tok <= KN_CUDA_GEMV_MAX_TOK && N > 0 && (!((uintptr_t)x & 15) || K % 32 != 0) &&
+        !overlap(y, (size_t)n_tok * (size_t)N * sizeof(float), x, (size_t)n_tok * (size_t)K * sizeof(float))) {
+        struct kn_pend *pd = &cu->pend;
+        if (gemv_joins(cu, y, w, x, n_tok)) {
+            const int i = pd->g.n_mat++;
+            pd->g.w[i] = w->data;
+            pd->g.y[i] = y;
+            pd->g.n[i] = N;
+            return;
+        }
+        if (pre_op(cu)) return;
+        memset(&pd->g, 0, sizeof pd->g);
+        pd->g.w[0] = w->data;
+        pd->g.y[0] = y;
+        pd->g.n[0] = N;
+        pd->g.n_mat = 1;
+        pd->g.glu = -1;
+        pd->gtype = w->type;
+        pd->gK = K;
+        pd->gx = x;
+        pd->gnt = n_tok;
+        pd->kind = PEND_GEMV;
+        return;
+    }
+    if (pre_op(cu) || n_tok <= 0) return;
     if (((uintptr_t)x & 15) && K % 32 == 0) { // the vector loads need 16-byte aligned activations
         size_t nb = (size_t)n_tok * K * sizeof(float);
         if (scratch_reserve(cu, (void **)&cu->x_align, &cu->x_align_cap, nb)) return;
@@ -802,6 +906,18 @@ static void cuda_get_rows(struct kn_backend *be, float *y, const struct kn_tenso
 static void cuda_rmsnorm(struct kn_backend *be, float *y, const float *x, const struct kn_tensor *w, int n_rows, int dim,
                          float eps) {
     struct kn_cuda *cu = cu_of(be);
+    struct kn_pend *pd = &cu->pend;
+    if (pd->kind == PEND_ADD && !cu->q_n && x == pd->ay && n_rows > 0 && dim > 0 &&
+        (size_t)n_rows * (size_t)dim == pd->an && w->type == KN_F32 && w->n_cols * w->n_rows >= dim &&
+        (y == pd->ay || y == pd->ax ||
+         (!overlap(y, pd->an * sizeof(float), pd->ay, pd->an * sizeof(float)) &&
+          !overlap(y, pd->an * sizeof(float), pd->ax, pd->an * sizeof(float))))) {
+        pd->kind = PEND_NONE;
+        const double t0 = prof_t0(cu);
+        launch_rc(cu, "add+rmsnorm", kn_cuda_add_rmsnorm(cu->stream, y, pd->ay, pd->ax, w->data, n_rows, dim, eps));
+        prof_end(cu, PR_ADD_NORM, t0);
+        return;
+    }
     if (pre_op(cu)) return;
     if (w->type != KN_F32 || w->n_cols * w->n_rows < dim) {
         set_err(cu, "rmsnorm: weight must be F32 with %d values", dim);
@@ -815,6 +931,19 @@ static void cuda_rmsnorm(struct kn_backend *be, float *y, const float *x, const 
 static void cuda_rope(struct kn_backend *be, float *x, const int32_t *pos, int n_tok, int n_head, int head_dim, int n_rot,
                       float freq_base, float freq_scale, int mode) {
     struct kn_cuda *cu = cu_of(be);
+    struct kn_pend *pd = &cu->pend;
+    if (pd->kind == PEND_ROPE && !cu->q_n && n_tok == pd->rn_tok && head_dim == pd->rhd && n_rot == pd->rn_rot &&
+        mode == pd->rmode && freq_base == pd->rbase && freq_scale == pd->rscale && n_head > 0 &&
+        memcmp(pos, pd->rpos, (size_t)n_tok * sizeof *pos) == 0 &&
+        !overlap(x, (size_t)n_tok * n_head * head_dim * sizeof(float), pd->rx,
+                 (size_t)n_tok * pd->rn_head * head_dim * sizeof(float))) {
+        pd->kind = PEND_NONE;
+        const double t0 = prof_t0(cu);
+        launch_rc(cu, "rope", kn_cuda_rope2(cu->stream, pd->rx, pd->rn_head, x, n_head, pd->rpos_dev, n_tok, head_dim,
+                                            n_rot, freq_base, freq_scale, mode));
+        prof_end(cu, PR_ROPE2, t0);
+        return;
+    }
     if (pre_op(cu) || n_tok <= 0) return;
     if (n_rot > head_dim || n_rot % 2 || n_rot < 0) {
         set_err(cu, "rope: n_rot %d invalid for head_dim %d", n_rot, head_dim);
@@ -824,6 +953,20 @@ static void cuda_rope(struct kn_backend *be, float *x, const int32_t *pos, int n
     if (stage_reserve(cu, (size_t)n_tok * 4)) return;
     const int32_t *d_pos = stage_pos(cu, pos, n_tok);
     if (stage_send(cu)) return;
+    if (cu->fuse && n_tok <= KN_PEND_ROPE_TOK && n_head > 0) { // wait for the keys' rope
+        pd->rx = x;
+        pd->rpos_dev = d_pos;
+        memcpy(pd->rpos, pos, (size_t)n_tok * sizeof *pos);
+        pd->rn_tok = n_tok;
+        pd->rn_head = n_head;
+        pd->rhd = head_dim;
+        pd->rn_rot = n_rot;
+        pd->rmode = mode;
+        pd->rbase = freq_base;
+        pd->rscale = freq_scale;
+        pd->kind = PEND_ROPE;
+        return;
+    }
     launch_rc(cu, "rope",
               kn_cuda_rope(cu->stream, x, d_pos, n_tok, n_head, head_dim, n_rot, freq_base, freq_scale, mode));
     prof_end(cu, PR_ROPE, t0);
@@ -832,6 +975,13 @@ static void cuda_rope(struct kn_backend *be, float *x, const int32_t *pos, int n
 static void cuda_add(struct kn_backend *be, float *y, const float *x, size_t n) {
     struct kn_cuda *cu = cu_of(be);
     if (pre_op(cu)) return;
+    if (cu->fuse && n > 0) { // wait for an rmsnorm of the sum
+        cu->pend.ay = y;
+        cu->pend.ax = x;
+        cu->pend.an = n;
+        cu->pend.kind = PEND_ADD;
+        return;
+    }
     const double t0 = prof_t0(cu);
     launch_rc(cu, "add", kn_cuda_add(cu->stream, y, x, n));
     prof_end(cu, PR_ADD, t0);
@@ -845,6 +995,18 @@ static void cuda_scale(struct kn_backend *be, float *y, float s, size_t n) {
 }
 static void cuda_glu(struct kn_backend *be, float *y, const float *gate, const float *up, size_t n, int act) {
     struct kn_cuda *cu = cu_of(be);
+    struct kn_pend *pd = &cu->pend;
+    if (pd->kind == PEND_GEMV && !cu->q_n && pd->g.n_mat == 2 && pd->g.n[0] == pd->g.n[1] && y == pd->g.y[0] &&
+        gate == pd->g.y[0] && up == pd->g.y[1] && n == (size_t)pd->gnt * (size_t)pd->g.n[0] &&
+        (act == KN_ACT_SILU || act == KN_ACT_GELU_TANH)) {
+        pd->kind = PEND_NONE;
+        pd->g.glu = act;
+        const double t0 = prof_t0(cu);
+        launch_rc(cu, "gemv+glu", kn_cuda_gemv_multi(cu->stream, &pd->g, pd->gtype, pd->gK, pd->gx, pd->gnt,
+                                                     cu->gemv_legacy));
+        prof_end(cu, PR_GEMV_GLU, t0);
+        return;
+    }
     if (pre_op(cu)) return;
     const double t0 = prof_t0(cu);
     launch_rc(cu, "glu", kn_cuda_glu(cu->stream, y, gate, up, n, act));
@@ -1109,6 +1271,7 @@ static int cuda_argmax(struct kn_backend *be, const float *x, int n) {
 
 static void cuda_free(struct kn_backend *be) {
     struct kn_cuda *cu = cu_of(be);
+    pend_flush(cu);
     q_flush(cu);
     if (cu->prof) prof_print(cu);
     if (cu->stream) cudaStreamSynchronize(cu->stream);
@@ -1239,6 +1402,8 @@ struct kn_backend *kn_cuda_init(int device, char *err, size_t errlen) {
     cublasSetStream(cu->blas, cu->stream);
     const char *pv = getenv("KVCHAT_CUDA_PROF");
     cu->prof = pv && pv[0] && strcmp(pv, "0") != 0;
+    const char *fv = getenv("KVCHAT_CUDA_FUSE");
+    cu->fuse = !(fv && !strcmp(fv, "0"));
     const char *av = getenv("KVCHAT_CUDA_ATTN");
     cu->attn_legacy = av && !strcmp(av, "legacy");
     int optin = 0;

@@ -24,6 +24,14 @@ __device__ __forceinline__ float kn_warp_max(float v) {
     return v;
 }
 
+// act(g) * u of the gated activations (gelu: the tanh approximation).
+__device__ __forceinline__ float kn_glu_act(float g, float u, int gelu) {
+    if (!gelu) return g / (1.0f + expf(-g)) * u;
+    const float k0 = 0.7978845608028654f; // sqrt(2/pi)
+    const float t = k0 * (g + 0.044715f * g * g * g);
+    return 0.5f * g * (1.0f + tanhf(t)) * u;
+}
+
 __device__ __forceinline__ float kn_h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float kn_bf2f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 __device__ __forceinline__ uint16_t kn_ld_u16(const uint8_t *p) { return *(const uint16_t *)p; }

@@ -16,13 +16,7 @@ __global__ void glu_kernel(float *y, const float *gate, const float *up, size_t 
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float g = gate[i], u = up[i];
-    if (!gelu) {
-        y[i] = g / (1.0f + expf(-g)) * u;
-    } else {
-        const float k0 = 0.7978845608028654f; // sqrt(2/pi)
-        const float t = k0 * (g + 0.044715f * g * g * g);
-        y[i] = 0.5f * g * (1.0f + tanhf(t)) * u;
-    }
+    y[i] = kn_glu_act(g, u, gelu);
 }
 
 static unsigned blocks_for(size_t n) { return (unsigned)((n + 255) / 256); }

@@ -169,6 +169,70 @@ static void test_matmul(void) {
     check_matmul(KN_Q6_K, 256, 5632, 37);
 }
 
+// Decode GEMVs that the backend launches together: q/k/v (three matrices, one input), and gate/up followed by
+// glu (one launch with the activation in its epilogue); each result against the CPU.
+static void check_fused_gemv(int type, int64_t K, int n_tok, int act) {
+    static const int64_t Ns[3] = {67, 33, 20};
+    void *w[3];
+    struct kn_tensor tc[3], tg[3];
+    float *x = xmalloc((size_t)n_tok * K * 4);
+    rnd_fill(x, (size_t)n_tok * K, 1.0f);
+    float *dx = gdup(x, (size_t)n_tok * K * 4);
+    float *yc[3], *yg[3], *dy[3];
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        int64_t N = act >= 0 ? Ns[0] : Ns[i];
+        w[i] = make_weights(type, N, K);
+        yc[i] = xmalloc((size_t)n_tok * N * 4);
+        yg[i] = xmalloc((size_t)n_tok * N * 4);
+        dy[i] = galloc((size_t)n_tok * N * 4);
+        if (load_tensor(cpu, &tc[i], type, N, K, w[i]) || load_tensor(gpu, &tg[i], type, N, K, w[i])) ok = 0;
+    }
+    if (ok) {
+        int nm = act >= 0 ? 2 : 3;
+        for (int i = 0; i < nm; i++) {
+            cpu->ops->matmul(cpu, yc[i], &tc[i], x, n_tok);
+            gpu->ops->matmul(gpu, dy[i], &tg[i], dx, n_tok);
+        }
+        if (act >= 0) {
+            cpu->ops->glu(cpu, yc[0], yc[0], yc[1], (size_t)n_tok * Ns[0], act);
+            gpu->ops->glu(gpu, dy[0], dy[0], dy[1], (size_t)n_tok * Ns[0], act);
+        }
+        for (int i = 0; i < nm; i++) {
+            int64_t N = act >= 0 ? Ns[0] : Ns[i];
+            gget(yg[i], dy[i], (size_t)n_tok * N * 4);
+            char what[128];
+            snprintf(what, sizeof what, "fused %s %s K=%lld n_tok=%d matrix %d", act >= 0 ? "gate/up+glu" : "qkv",
+                     kn_type_name(type), (long long)K, n_tok, i);
+            check_nmse(what, yg[i], yc[i], (size_t)n_tok * N, mm_bound);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        cpu->ops->tensor_unload(cpu, &tc[i]);
+        gpu->ops->tensor_unload(gpu, &tg[i]);
+        gfree(dy[i]);
+        free(w[i]);
+        free(yc[i]);
+        free(yg[i]);
+    }
+    gfree(dx);
+    free(x);
+}
+
+static void test_fused_gemv(void) {
+    static const int toks[] = {1, 2, 5, 8};
+    for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++) {
+        check_fused_gemv(KN_F16, 768, toks[t], -1);
+        check_fused_gemv(KN_Q4_K, 512, toks[t], -1);
+        check_fused_gemv(KN_F16, 768, toks[t], KN_ACT_SILU);
+        check_fused_gemv(KN_Q6_K, 512, toks[t], KN_ACT_GELU_TANH);
+    }
+    check_fused_gemv(KN_F32, 172, 1, -1);
+    check_fused_gemv(KN_F32, 172, 3, KN_ACT_SILU);
+    check_fused_gemv(KN_BF16, 320, 1, KN_ACT_SILU);
+    check_fused_gemv(KN_Q8_0, 320, 1, -1);
+}
+
 static void test_get_rows(void) {
     for (int ti = 0; ti < N_TYPES; ti++) {
         int type = all_types[ti];
@@ -277,6 +341,111 @@ static void test_rope(void) {
             }
         }
         free(x); free(yc); free(yg); free(pos);
+    }
+}
+
+// Sequences the backend fuses: add then rmsnorm of the sum (residual stream), rope of queries then keys with the
+// same positions; and near misses that must not fuse.
+static void test_fused_elementwise(void) {
+    static const int shapes[][2] = {{1, 2048}, {5, 64}, {300, 576}, {2, 4096}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int rows = shapes[si][0], dim = shapes[si][1];
+        size_t n = (size_t)rows * dim;
+        float *x = xmalloc(n * 4), *r = xmalloc(n * 4), *w = xmalloc((size_t)dim * 4);
+        float *xc = xmalloc(n * 4), *yc = xmalloc(n * 4), *xg = xmalloc(n * 4), *yg = xmalloc(n * 4);
+        rnd_fill(x, n, 3.0f);
+        rnd_fill(r, n, 2.0f);
+        rnd_fill(w, (size_t)dim, 1.5f);
+        struct kn_tensor tc, tg;
+        load_tensor(cpu, &tc, KN_F32, 1, dim, w);
+        load_tensor(gpu, &tg, KN_F32, 1, dim, w);
+        for (int variant = 0; variant < 3; variant++) { // y = the residual (model), y = x, y elsewhere
+            memcpy(xc, x, n * 4);
+            memcpy(yc, r, n * 4);
+            cpu->ops->add(cpu, xc, yc, n);
+            float *dx = gdup(x, n * 4), *dr = gdup(r, n * 4), *dy = galloc(n * 4);
+            gpu->ops->add(gpu, dx, dr, n);
+            float *gy = variant == 0 ? dr : variant == 1 ? dx : dy;
+            float *cy = variant == 1 ? xc : yc;
+            cpu->ops->rmsnorm(cpu, cy, xc, &tc, rows, dim, 1e-5f);
+            gpu->ops->rmsnorm(gpu, gy, dx, &tg, rows, dim, 1e-5f);
+            gget(yg, gy, n * 4);
+            char what[96];
+            snprintf(what, sizeof what, "add+rmsnorm rows %d dim %d variant %d", rows, dim, variant);
+            check_nmse(what, yg, cy, n, 1e-12);
+            if (variant != 1) {
+                gget(xg, dx, n * 4);
+                CHECK_MSG(memcmp(xg, xc, n * 4) == 0, "%s: the sum differs", what);
+            }
+            gfree(dx);
+            gfree(dr);
+            gfree(dy);
+        }
+        // an add whose sum is normalised with another row count, and an rmsnorm of another tensor: no fusion
+        memcpy(xc, x, n * 4);
+        cpu->ops->add(cpu, xc, r, n);
+        cpu->ops->rmsnorm(cpu, yc, r, &tc, rows, dim, 1e-5f);
+        float *dx = gdup(x, n * 4), *dr = gdup(r, n * 4), *dy = galloc(n * 4);
+        gpu->ops->add(gpu, dx, dr, n);
+        gpu->ops->rmsnorm(gpu, dy, dr, &tg, rows, dim, 1e-5f);
+        gget(yg, dy, n * 4);
+        gget(xg, dx, n * 4);
+        check_nmse("add then rmsnorm of another tensor", yg, yc, n, 1e-12);
+        CHECK(memcmp(xg, xc, n * 4) == 0);
+        if (rows > 1) {
+            memcpy(xc, x, n * 4);
+            cpu->ops->add(cpu, xc, r, n);
+            cpu->ops->rmsnorm(cpu, yc, xc, &tc, 1, dim, 1e-5f);
+            CHECK(gpu->ops->upload(gpu, dx, x, n * 4) == 0);
+            gpu->ops->add(gpu, dx, dr, n);
+            gpu->ops->rmsnorm(gpu, dy, dx, &tg, 1, dim, 1e-5f); // first row only
+            gget(yg, dy, (size_t)dim * 4);
+            gget(xg, dx, n * 4);
+            check_nmse("add then rmsnorm of one row", yg, yc, (size_t)dim, 1e-12);
+            CHECK(memcmp(xg, xc, n * 4) == 0);
+        }
+        gfree(dx);
+        gfree(dr);
+        gfree(dy);
+        cpu->ops->tensor_unload(cpu, &tc);
+        gpu->ops->tensor_unload(gpu, &tg);
+        free(x); free(r); free(w); free(xc); free(yc); free(xg); free(yg);
+    }
+    // rope: queries then keys (fused), then keys at other positions (not fused)
+    static const int cfg[][4] = {{1, 32, 4, 64}, {3, 8, 8, 8}, {8, 4, 1, 256}, {2, 32, 32, 128}};
+    for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+        int n_tok = cfg[ci][0], hq = cfg[ci][1], hk = cfg[ci][2], hd = cfg[ci][3];
+        for (int mode = 0; mode <= 2; mode += 2) {
+            for (int same = 0; same < 2; same++) {
+                size_t nq = (size_t)n_tok * hq * hd, nk = (size_t)n_tok * hk * hd;
+                float *q = xmalloc(nq * 4), *k = xmalloc(nk * 4), *qc = xmalloc(nq * 4), *kc = xmalloc(nk * 4);
+                float *qg = xmalloc(nq * 4), *kg = xmalloc(nk * 4);
+                int32_t pq[8], pk[8];
+                for (int t = 0; t < n_tok; t++) {
+                    pq[t] = 1000 + 7 * t;
+                    pk[t] = same ? pq[t] : 5 + t;
+                }
+                rnd_fill(q, nq, 2.0f);
+                rnd_fill(k, nk, 2.0f);
+                memcpy(qc, q, nq * 4);
+                memcpy(kc, k, nk * 4);
+                cpu->ops->rope(cpu, qc, pq, n_tok, hq, hd, hd, 10000.0f, 1.0f, mode);
+                cpu->ops->rope(cpu, kc, pk, n_tok, hk, hd, hd, 10000.0f, 1.0f, mode);
+                float *dq = gdup(q, nq * 4), *dk = gdup(k, nk * 4);
+                gpu->ops->rope(gpu, dq, pq, n_tok, hq, hd, hd, 10000.0f, 1.0f, mode);
+                gpu->ops->rope(gpu, dk, pk, n_tok, hk, hd, hd, 10000.0f, 1.0f, mode);
+                gget(qg, dq, nq * 4);
+                gget(kg, dk, nk * 4);
+                char what[96];
+                snprintf(what, sizeof what, "rope q+k n_tok=%d heads %d/%d hd=%d mode %d same %d", n_tok, hq, hk, hd,
+                         mode, same);
+                check_nmse(what, qg, qc, nq, 1e-13);
+                check_nmse(what, kg, kc, nk, 1e-13);
+                gfree(dq);
+                gfree(dk);
+                free(q); free(k); free(qc); free(kc); free(qg); free(kg);
+            }
+        }
     }
 }
 
@@ -492,7 +661,43 @@ static void test_attention(void) {
     twin_build(&T, 4, 128, 0, 32, 8192, 0, 0, 0, 0);
     qp[0] = 9000;
     check_attn("long fp 8192 GQA 32/4 D=128", &T, 32, 1, qp, 1);
+    check_attn("long fp 8192 GQA 32/4 D=128 no probs", &T, 32, 1, qp, 0);
+    check_attn("long fp 8192 GQA 16/4 D=128 no probs", &T, 16, 1, qp, 0);
+    check_attn("long fp 8192 MHA D=128 2 tokens", &T, 4, 2, qp, 0);
+    T.hvc[1].n_fp = T.hvg[1].n_fp = 77; // heads of different lengths
+    T.hvc[3].n_fp = T.hvg[3].n_fp = 0;
+    check_attn("long fp GQA 32/4 D=128 uneven heads", &T, 32, 1, qp, 1);
+    check_attn("long fp GQA 32/4 D=128 uneven heads no probs", &T, 32, 1, qp, 0);
+    T.hvc[1].n_fp = T.hvg[1].n_fp = T.hvc[3].n_fp = T.hvg[3].n_fp = 8192;
     twin_free(&T);
+    // Llama-2-7B shape: 32 KV heads, head_dim 128, one query row per head
+    twin_build(&T, 32, 128, 0, 32, 1024, 0, 0, 0, 0);
+    qp[0] = 1100;
+    check_attn("MHA 32/32 D=128 1k decode", &T, 32, 1, qp, 0);
+    check_attn("MHA 32/32 D=128 1k decode probs", &T, 32, 1, qp, 1);
+    for (int i = 0; i < 8; i++) qp[i] = 1016 + i;
+    check_attn("MHA 32/32 D=128 8 causal", &T, 32, 8, qp, 0);
+    twin_free(&T);
+    // TinyLlama shape at 1k: 4 KV heads x 8 query heads, head_dim 64
+    twin_build(&T, 4, 64, 0, 32, 1024, 0, 0, 0, 0);
+    qp[0] = 1023;
+    check_attn("GQA 32/4 D=64 1k decode", &T, 32, 1, qp, 0);
+    qp[0] = 500; // half the cache is in the future
+    check_attn("GQA 32/4 D=64 1k decode pos 500", &T, 32, 1, qp, 1);
+    twin_free(&T);
+    // packed, one query row per KV head (head_dim 128) and GQA with 2 and 4 bits
+    static const int mbits[] = {2, 4, 1, 8};
+    for (int bi = 0; bi < 4; bi++) {
+        char what[96];
+        twin_build(&T, 4, 128, mbits[bi], 32, 40, 30, 0, 0, 1);
+        qp[0] = 100000;
+        snprintf(what, sizeof what, "packed MHA B=%d D=128", mbits[bi]);
+        check_attn(what, &T, 4, 1, qp, 0);
+        check_attn(what, &T, 4, 1, qp, 1);
+        snprintf(what, sizeof what, "packed GQA 32/4 B=%d D=128", mbits[bi]);
+        check_attn(what, &T, 32, 1, qp, 0);
+        twin_free(&T);
+    }
     // packed only and mixed, 2 and 4 bits, dead slots
     static const int bitsv[] = {2, 4};
     static const int groups[] = {32, 16, 8};
@@ -530,6 +735,17 @@ static void test_attention(void) {
     twin_build(&T, 4, 64, 2, 32, 128, 500, 0, 0, 0);
     qp[0] = 40000;
     check_attn("long packed 2-bit 500 groups GQA 32/4", &T, 32, 1, qp, 1);
+    check_attn("long packed 2-bit 500 groups GQA 32/4 no probs", &T, 32, 1, qp, 0);
+    T.hvc[0].n_q = T.hvg[0].n_q = 3; // heads of different lengths
+    T.hvc[2].n_fp = T.hvg[2].n_fp = 1;
+    check_attn("long packed 2-bit uneven heads", &T, 32, 1, qp, 0);
+    check_attn("long packed 2-bit uneven heads probs", &T, 32, 1, qp, 1);
+    T.hvc[0].n_q = T.hvg[0].n_q = 500;
+    T.hvc[2].n_fp = T.hvg[2].n_fp = 128;
+    twin_free(&T);
+    twin_build(&T, 4, 64, 4, 32, 128, 300, 0, 0, 1);
+    qp[0] = 40000;
+    check_attn("long packed 4-bit 300 groups dead slots GQA 32/4", &T, 32, 1, qp, 0);
     twin_free(&T);
     // nothing visible, empty
     twin_build(&T, 1, 16, 2, 32, 10, 1, 0, 500, 0);
@@ -754,10 +970,12 @@ int main(void) {
     struct kn_backend *bad = kn_cuda_init(n_dev + 3, err, sizeof err);
     CHECK(bad == NULL && strstr(err, "does not exist"));
     test_elementwise();
+    test_fused_elementwise();
     test_rope();
     test_argmax();
     test_get_rows();
     test_matmul();
+    test_fused_gemv();
     test_kv_store_move();
     test_kv_quant();
     test_attention();
