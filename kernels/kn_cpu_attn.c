@@ -533,7 +533,9 @@ static void at_task(void *vctx, int task, int tid) {
     float *LG = ZA + (size_t)nh * (nvg ? nvg : 1);
     float *ZQ = LG + (size_t)nh * KV_MAX_GROUP;
     float *P = ZQ + nh;
+#ifdef KN_SIMD
     float *PS = P + nh; // (nh, slots_pad * nvg) packed value weights (SIMD path)
+#endif
     const float *q = a->q + ((size_t)i * a->n_head + hq0) * D; // (nh, D) contiguous
 
     // 1. logits
