@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/eval.h"
+#include "app/params.h"
 #include "kernels/kn.h"
 #include "kvcache/kv_cache.h"
 #include "kvcache/kv_layout.h"
@@ -707,6 +709,68 @@ static void test_lossless(struct kn_backend *be, const char *dir, const char *pr
     unlink(path);
 }
 
+// ---- the eval harness on a random-weight model ------------------------------------------------------
+
+// `kvchat eval`'s session (app/eval.h) on the built-in text: T = 1 scores exactly like the full cache, a low
+// T does not, and the passkey trials run; numbers are the session's, not recomputed here.
+static void test_eval_session(const char *dir) {
+    struct synth_spec sp;
+    CHECK(synth_preset(&sp, "tiny") == 0);
+    sp.w_std = 0.08f;
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/eval.gguf", dir);
+    CHECK_MSG(synth_write_gguf(&sp, path, err, sizeof err) == 0, "%s", err);
+    struct app_params p;
+    app_params_default(&p);
+    p.mode = APP_MODE_EVAL;
+    p.model_path = path;
+    p.device = APP_DEVICE_CPU;
+    p.n_threads = 2;
+    p.eval_tokens = 160;
+    struct eval_session *s = eval_session_open(&p, err, sizeof err);
+    CHECK_MSG(s != NULL, "%s", err);
+    if (s) {
+        struct eval_info in;
+        eval_session_info(s, &in);
+        CHECK_EQ_INT(in.n_tok, 160);
+        CHECK_EQ_INT(in.n_prompt, 40); // a quarter of the text is the prompt
+        const struct eval_row *full = eval_session_full(s);
+        CHECK(full->ppl > 1.0 && full->ppl == full->ppl_full && full->top1_agree == 1.0);
+        struct app_params c = p;
+        c.kv_policy = KV_POLICY_FASTGEN;
+        c.recovery = 1.0f;
+        struct eval_row r;
+        CHECK_MSG(eval_session_run(s, &c, &r, err, sizeof err) == 0, "%s", err);
+        CHECK_MSG(r.ppl == r.ppl_full && r.top1_agree == 1.0, "T=1: ppl %.9g vs %.9g, top-1 %.4f", r.ppl,
+                  r.ppl_full, r.top1_agree);
+        CHECK_EQ_INT(r.kv.retained_tokens, full->kv.retained_tokens);
+        kv_stats_release(&r.kv);
+        c.recovery = 0.5f;
+        CHECK_MSG(eval_session_run(s, &c, &r, err, sizeof err) == 0, "%s", err);
+        CHECK_MSG(r.ppl != r.ppl_full && r.kv_saving > full->kv_saving &&
+                      r.kv.retained_tokens < full->kv.retained_tokens,
+                  "T=0.5: ppl %.9g vs %.9g, saving %.3f vs %.3f", r.ppl, r.ppl_full, r.kv_saving,
+                  full->kv_saving);
+        CHECK(r.top1_agree > 0.0 && r.top1_agree <= 1.0);
+        kv_stats_release(&r.kv);
+        eval_session_close(s);
+    }
+    p.task = "passkey";
+    p.eval_tokens = 120;
+    s = eval_session_open(&p, err, sizeof err);
+    CHECK_MSG(s != NULL, "%s", err);
+    if (s) {
+        struct eval_info in;
+        eval_session_info(s, &in);
+        CHECK(in.passkey && in.n_prompt == 15 && in.n_tok <= 120 && in.n_tok > 90);
+        const struct eval_row *full = eval_session_full(s);
+        CHECK_EQ_INT(full->pk_n, 15);
+        CHECK(full->pk_ok >= 0 && full->pk_ok <= 15);
+        eval_session_close(s);
+    }
+    unlink(path);
+}
+
 int main(void) {
     char err[256];
     struct kn_backend *be = kn_cpu_init(2, err, sizeof err);
@@ -720,6 +784,7 @@ int main(void) {
     if (mkdtemp(dir)) {
         test_lossless(be, dir, "tiny");
         test_lossless(be, dir, "tiny-gemma3");
+        test_eval_session(dir);
         rmdir(dir);
     } else {
         CHECK_MSG(0, "cannot make a temporary directory");
