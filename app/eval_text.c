@@ -1,5 +1,5 @@
-// app/eval_text.c — the built-in evaluation text (a children's story written for kvchat; public domain
-// in spirit: no source text was copied) and the passkey task's filler sentences.
+// app/eval_text.c — the built-in evaluation text (a children's story written for kvchat, the same text as
+// assets/eval/story.txt) and the passkey task's filler sentences.
 #include "app/eval_text.h"
 
 #include <stdlib.h>
