@@ -59,13 +59,22 @@ void app_json_stats_fields(FILE *f, const struct engine_stats *s) {
             (unsigned long long)k->bytes_fp, (unsigned long long)k->bytes_codes, (unsigned long long)k->bytes_scales,
             (unsigned long long)k->bytes_meta);
     fprintf(f, ", \"retained_tokens\": %lld, \"n_past\": %d", (long long)k->retained_tokens, k->n_past);
+    // KV heads per policy name (component sets that share a name, e.g. with and without the sliding
+    // window, are merged so every key appears once)
     fputs(", \"heads\": {", f);
     int first = 1;
     for (int c = 0; c < 128; c++) {
         if (!k->n_heads_by_comps[c]) continue;
+        const char *name = kv_comps_name((uint32_t)c);
+        int seen = 0;
+        for (int d = 0; d < c && !seen; d++) seen = k->n_heads_by_comps[d] && strcmp(kv_comps_name((uint32_t)d), name) == 0;
+        if (seen) continue;
+        int count = 0;
+        for (int d = c; d < 128; d++)
+            if (k->n_heads_by_comps[d] && strcmp(kv_comps_name((uint32_t)d), name) == 0) count += k->n_heads_by_comps[d];
         fprintf(f, "%s", first ? "" : ", ");
-        app_json_str(f, kv_comps_name((uint32_t)c));
-        fprintf(f, ": %d", k->n_heads_by_comps[c]);
+        app_json_str(f, name);
+        fprintf(f, ": %d", count);
         first = 0;
     }
     fputs("}", f);
