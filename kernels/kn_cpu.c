@@ -67,7 +67,6 @@ void kn_cpu_set_error(struct kn_cpu *cpu, const char *fmt, ...) {
     va_end(ap);
 }
 
-int kn_cpu_threads_of(const struct kn_cpu *cpu) { return cpu->n_threads; }
 int kn_cpu_scalar_forced(const struct kn_cpu *cpu) { return cpu->scalar; }
 void kn_cpu_force_scalar(struct kn_backend *be, int on) { cpu_of(be)->scalar = on != 0; }
 

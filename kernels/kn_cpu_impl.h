@@ -22,7 +22,6 @@ typedef void (*kn_cpu_task_fn)(void *ctx, int task, int tid);
 // Runs fn(ctx, task, tid) for every task on the pool (the calling thread takes part) and returns when all
 // are done. Which thread runs which task is not fixed, so a task's result must not depend on tid.
 void kn_cpu_parallel(struct kn_cpu *cpu, int n_tasks, kn_cpu_task_fn fn, void *ctx);
-int kn_cpu_threads_of(const struct kn_cpu *cpu);
 // Scratch owned by the backend, grown (rarely) by the calling thread before a parallel section; counted
 // under KN_MEM_SCRATCH. NULL (and last_error set) when the allocation fails. Contents are not preserved.
 void *kn_cpu_shared_scratch(struct kn_cpu *cpu, size_t nbytes);
@@ -39,19 +38,20 @@ int kn_cpu_scalar_forced(const struct kn_cpu *cpu);
 // Forces (1) or releases (0) the scalar kernels on this backend; for tests and benchmarks.
 void kn_cpu_force_scalar(struct kn_backend *be, int on);
 
-// Ops implemented in the other kn_cpu_*.c files (signatures as in struct kn_ops).
+// Ops implemented in the other kn_cpu_*.c files (contracts as in struct kn_ops, kernels/kn.h).
+// y(n_tok, w->n_rows) = x(n_tok, w->n_cols) · Wᵀ; y must not alias x
 void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, const float *x, int n_tok);
+// y(n, w->n_cols) = rows ids(n) of W
 void kn_cpu_get_rows(struct kn_backend *be, float *y, const struct kn_tensor *w, const int32_t *ids, int n);
+// a->out(n_tok, n_head, head_dim) from a->q(n_tok, n_head, head_dim) over a->kv
 void kn_cpu_attention(struct kn_backend *be, const struct kn_attn_args *a);
+// k, v (n_tok, n_head_kv, D) -> fp slots dst(n_tok * n_head_kv); pos (n_tok)
 void kn_cpu_kv_store(struct kn_backend *be, const struct kv_slot *dst, const float *k, const float *v,
                      const int32_t *pos, int n_tok, int n_head_kv, int D);
+// fp slots src(n) -> dst(n), in order
 void kn_cpu_kv_move(struct kn_backend *be, const struct kv_slot *src, const struct kv_slot *dst, int n, int D);
+// jobs(n), in order
 void kn_cpu_kv_quant(struct kn_backend *be, const struct kv_qjob *jobs, int n, struct kv_qfmt fmt);
-
-// Scalar dequantisation of one unit of `type` (256 values for k-quants, 32 for the legacy types, 1 for
-// F32/F16/BF16) into out; the portable path of the matmul and the panel fill of the SIMD path share it.
-int kn_cpu_unit_size(int type);
-void kn_cpu_dequant_unit_scalar(int type, const void *blk, float *out);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>

@@ -26,9 +26,11 @@
 #define KN_MM_MR 6        // rows per panel micro-kernel
 #define KN_MM_TILE 8      // tokens per packed x tile
 
-// ---- scalar unit dequantisation (the portable path and the reference for the unpackers) --------------
+// ---- scalar unit dequantisation (the portable path) --------------------------------------------------
 
-int kn_cpu_unit_size(int type) {
+// Values per unit: 256 for k-quants, 32 for the legacy types, 1 for F32/F16/BF16.
+
+static int kn_cpu_unit_size(int type) {
     switch (type) {
     case KN_F32: case KN_F16: case KN_BF16: return 1;
     case KN_Q4_0: case KN_Q4_1: case KN_Q5_0: case KN_Q5_1: case KN_Q8_0: return KN_QK;
@@ -50,7 +52,9 @@ static void kq_scale_min(const uint8_t *s, int j, int *sc, int *m) {
     }
 }
 
-void kn_cpu_dequant_unit_scalar(int type, const void *blk, float *out) {
+// Scalar dequantisation of one unit of `type` (256 values for k-quants, 32 for the legacy types, 1 for
+// F32/F16/BF16) into out(unit); the portable matmul and the float-type tails use it.
+static void kn_cpu_dequant_unit_scalar(int type, const void *blk, float *out) {
     switch (type) {
     case KN_F32: memcpy(out, blk, 4); break;
     case KN_F16: { kn_half h; memcpy(&h, blk, 2); out[0] = h2f(h); } break;
