@@ -57,7 +57,7 @@ static int group_ready(const struct kv_group_meta *m) {
 // Room for n packed groups in the head's arrays (and their score slots when a policy needs scores).
 static int grow_packed(struct kv_cache *kv, struct kv_head *hd, int n) {
     if (n <= hd->cap_q) return 0;
-    int cap = hd->cap_q ? 2 * hd->cap_q : 8;
+    int cap = hd->cap_q ? 2 * hd->cap_q : 4;
     while (cap < n) cap *= 2;
     void **qb = realloc(hd->qb, (size_t)cap * sizeof *qb);
     if (!qb) return -1;
@@ -439,9 +439,28 @@ done:
     return rc;
 }
 
+// Halves the packed-group arrays while at most a quarter is used (evictions and compaction free groups; the
+// score slots are counted in kv_bytes). A failed shrinking realloc keeps the larger, still valid, block.
+static void packed_meta_shrink(struct kv_cache *kv, struct kv_head *hd) {
+    while (hd->cap_q > 4 && hd->n_q * 4 <= hd->cap_q) {
+        int cap = hd->cap_q / 2;
+        void **qb = realloc(hd->qb, (size_t)cap * sizeof *qb);
+        if (qb) hd->qb = qb;
+        struct kv_group_meta *qm = realloc(hd->qm, (size_t)cap * sizeof *qm);
+        if (qm) hd->qm = qm;
+        if (hd->qscore) {
+            float *qs = realloc(hd->qscore, (size_t)cap * kv->p.group * sizeof *qs);
+            if (qs) hd->qscore = qs;
+        }
+        hd->cap_q = cap;
+    }
+}
+
 int kv_kivi_commit(struct kv_cache *kv, int layer, int h) {
     struct kv_head *hd = kv_head_at(kv, layer, h);
     if (kv_ensure_scratch(kv, (size_t)hd->n_fp + 1)) return -1;
     int rc = kv->p.flush == KV_FLUSH_BLOCK ? commit_block(kv, hd) : commit_ours(kv, hd);
-    return rc ? rc : compact_packed(kv, hd);
+    if (!rc) rc = compact_packed(kv, hd);
+    if (!rc) packed_meta_shrink(kv, hd);
+    return rc;
 }

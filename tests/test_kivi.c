@@ -443,7 +443,8 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
             for (int G = 8; G <= 32; G *= 2)
                 for (int window = 0; window <= 40; window += 40) {
                     if ((G * B) % 32) continue;
-                    int D = Ds[di], n_kv = 2, n_head = 6, n_q = 3, n_fp = 37;
+                    // 3 query heads per KV head (pairs and a single), or 8 (groups of four share code expansion)
+                    int D = Ds[di], n_kv = 2, n_head = window ? 6 : 16, n_q = 3, n_fp = 37;
                     struct kv_qfmt f = kv_qfmt_make(D, G, B);
                     int cap = n_q * 2 * G + n_fp + 8;
                     struct ecache E[2];
@@ -838,7 +839,7 @@ static void check_accounting(struct drv *d, const char *what) {
         CHECK_MSG(0, "%s: stats", what);
         return;
     }
-    int ret_ok = 1;
+    int ret_ok = 1, cap_ok = 1;
     for (int i = 0; i < p->n_layer * p->n_head_kv; i++) {
         struct kv_head *hd = &kv->heads[i];
         n_fpb += (uint64_t)hd->n_fpb;
@@ -847,6 +848,7 @@ static void check_accounting(struct drv *d, const char *what) {
         for (int g = 0; g < hd->n_q; g++) live += __builtin_popcount(hd->qm[g].live);
         retained += (uint64_t)(hd->n_fp + live);
         ret_ok &= s.heads[i].retained == hd->n_fp + live;
+        cap_ok &= hd->cap_q <= 4 || hd->cap_q < 4 * hd->n_q; // packed arrays shrink when groups go
     }
     size_t q_codes = 2 * 4 * kv_q_words((size_t)f.D * f.G, f.B);
     CHECK_MSG(kv->fp_pool.n_used == n_fpb, "%s: fp pool %llu blocks in use, heads hold %llu", what,
@@ -859,6 +861,7 @@ static void check_accounting(struct drv *d, const char *what) {
     CHECK_EQ_INT(s.bytes_scales, n_groups * (2 * 2 * (size_t)f.D + 2 * 2 * kv_q_n_vgroups(f)));
     CHECK_EQ_INT(s.retained_tokens, (int64_t)retained);
     CHECK_MSG(ret_ok, "%s: per-head retained counts", what);
+    CHECK_MSG(cap_ok, "%s: packed-group arrays sized to the groups held", what);
     CHECK_EQ_INT(s.kv_bytes, s.bytes_fp + s.bytes_codes + s.bytes_scales + s.bytes_meta);
     kv_stats_release(&s);
 }
