@@ -157,6 +157,11 @@ int kv_cache_stats(const struct kv_cache *kv, struct kv_stats *s) {
                 if (hd->comps & KV_C_FREQ) b += hd->heavy_k ? hd->heavy_k : (int64_t)(p->heavy_ratio * kv->n_past);
                 if (p->bits != 16) b += p->residual;
                 hs->budget = (int32_t)b;
+            } else if ((hd->comps & KV_C_SELECT) && kv->layer_budget) {
+                // the layer's selection budget plus the tokens decoded since (appended, never evicted)
+                int64_t b = kv->layer_budget[l] + (kv->n_past > hd->select_end ? kv->n_past - hd->select_end : 0);
+                if (p->bits != 16) b += p->residual;
+                hs->budget = (int32_t)b;
             }
             s->bytes_fp += b_fp;
             s->bytes_codes += b_codes;
