@@ -121,11 +121,10 @@ static int complete_ready(struct kv_cache *kv, struct kv_head *hd) {
     return kv_fp_remove(kv, hd, kv->tmp_i, n_rm);
 }
 
-// Quantises the keys of fill group f's n_filled tokens (slot order) into the group.
-static void quantize_keys(struct kv_cache *kv, struct kv_head *hd, int f) {
-    int32_t slots[KV_MAX_GROUP];
+// Quantises the keys of fill group f's n_filled tokens (slot order) into the group; slots[t] is the fp slot of
+// group slot t (fill_slots finds them when the caller does not know them).
+static void quantize_keys(struct kv_cache *kv, struct kv_head *hd, int f, const int32_t *slots) {
     struct kv_slot src[KV_MAX_GROUP];
-    fill_slots(hd, f, slots);
     struct kv_group_meta *m = &hd->fm[f];
     int n = m->n_filled;
     for (int t = 0; t < n; t++) src[t] = kv_fp_slot(hd, slots[t]);
@@ -187,13 +186,17 @@ static int commit_ours(struct kv_cache *kv, struct kv_head *hd) {
     for (int s = 0; s < hd->n_fp; s++)
         if (hd->pend[s] < 0 && hd->pos[s] <= limit) kv->tmp_i[n++] = s;
     qsort_r(kv->tmp_i, (size_t)n, sizeof(int32_t), cmp_by_pos, hd->pos);
+    // fp slots of the filling group's tokens (found once; then tracked as tokens join)
+    int32_t slots[KV_MAX_GROUP];
+    int cur = hd->n_fill - 1;
+    if (n && cur >= 0 && !hd->fm[cur].kdone) fill_slots(hd, cur, slots);
     // queue values first (fp slot numbers stay put until complete_ready, which reuses tmp_i)
     for (int i = 0; i < n; i++) {
         int s = kv->tmp_i[i];
         int f = hd->n_fill - 1;
         if (f >= 0 && hd->fm[f].kdone) f = -1;
         if (f >= 0 && hd->fm[f].n_filled > 0 && hd->pos[s] - hd->fm[f].pos_base > 65535) {
-            quantize_keys(kv, hd, f); // pos_off would overflow: close the group early
+            quantize_keys(kv, hd, f, slots); // pos_off would overflow: close the group early
             f = -1;
         }
         if (f < 0 && (f = new_fill_group(kv, hd)) < 0) return -1;
@@ -203,8 +206,9 @@ static int commit_ours(struct kv_cache *kv, struct kv_head *hd) {
         m->pos_off[t] = (uint16_t)(hd->pos[s] - m->pos_base);
         m->flags[t] = hd->flags[s];
         hd->pend[s] = f * KV_MAX_GROUP + t;
+        slots[t] = s;
         value_job(kv, hd, f, t, s);
-        if (m->n_filled == G) quantize_keys(kv, hd, f);
+        if (m->n_filled == G) quantize_keys(kv, hd, f, slots);
     }
     return complete_ready(kv, hd);
 }
@@ -232,7 +236,7 @@ static int commit_block(struct kv_cache *kv, struct kv_head *hd) {
                 hd->pend[s] = f * KV_MAX_GROUP + t;
             }
             m->n_filled = (int16_t)t;
-            quantize_keys(kv, hd, f);
+            quantize_keys(kv, hd, f, kv->tmp_i + i - t);
         }
     }
     // values: quantise queued tokens that left the window
