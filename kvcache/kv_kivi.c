@@ -42,14 +42,16 @@ static int new_fill_group(struct kv_cache *kv, struct kv_head *hd) {
 
 // fp slot of each filled slot of fill group f (-1 where none).
 static void fill_slots(const struct kv_head *hd, int f, int32_t *out) {
-    for (int t = 0; t < KV_MAX_GROUP; t++) out[t] = -1;
+    for (int t = 0; t < KV_MAX_GROUP; t++)
+        out[t] = -1;
     for (int s = 0; s < hd->n_fp; s++) {
         int32_t p = hd->pend[s];
         if (p >= 0 && p / KV_MAX_GROUP == f) out[p % KV_MAX_GROUP] = s;
     }
 }
 
-// Ready to leave the fill list: keys quantised and every live value too, or (ours) every queued token evicted.
+// Ready to leave the fill list: keys quantised and every live value too, or (ours) every queued token
+// evicted.
 static int group_ready(const struct kv_group_meta *m) {
     return m->kdone ? (m->vdone & m->live) == m->live : m->n_filled == 0;
 }
@@ -58,7 +60,8 @@ static int group_ready(const struct kv_group_meta *m) {
 static int grow_packed(struct kv_cache *kv, struct kv_head *hd, int n) {
     if (n <= hd->cap_q) return 0;
     int cap = hd->cap_q ? 2 * hd->cap_q : 4;
-    while (cap < n) cap *= 2;
+    while (cap < n)
+        cap *= 2;
     void **qb = realloc(hd->qb, (size_t)cap * sizeof *qb);
     if (!qb) return -1;
     hd->qb = qb;
@@ -98,7 +101,8 @@ static int complete_ready(struct kv_cache *kv, struct kv_head *hd) {
         hd->qb[hd->n_q] = hd->fb[f];
         hd->qm[hd->n_q] = hd->fm[f];
         if (hd->qscore) // slots without a live token carry no score
-            for (int t = 0; t < kv->p.group; t++) hd->qscore[(size_t)hd->n_q * kv->p.group + t] = 0.0f;
+            for (int t = 0; t < kv->p.group; t++)
+                hd->qscore[(size_t)hd->n_q * kv->p.group + t] = 0.0f;
         remap[f] = -2 - hd->n_q; // completed into packed group n_q
         hd->n_q++;
     }
@@ -121,13 +125,14 @@ static int complete_ready(struct kv_cache *kv, struct kv_head *hd) {
     return kv_fp_remove(kv, hd, kv->tmp_i, n_rm);
 }
 
-// Quantises the keys of fill group f's n_filled tokens (slot order) into the group; slots[t] is the fp slot of
-// group slot t (fill_slots finds them when the caller does not know them).
+// Quantises the keys of fill group f's n_filled tokens (slot order) into the group; slots[t] is the fp slot
+// of group slot t (fill_slots finds them when the caller does not know them).
 static void quantize_keys(struct kv_cache *kv, struct kv_head *hd, int f, const int32_t *slots) {
     struct kv_slot src[KV_MAX_GROUP];
     struct kv_group_meta *m = &hd->fm[f];
     int n = m->n_filled;
-    for (int t = 0; t < n; t++) src[t] = kv_fp_slot(hd, slots[t]);
+    for (int t = 0; t < n; t++)
+        src[t] = kv_fp_slot(hd, slots[t]);
     struct kv_qjob job = {.kind = KV_QJOB_KEYS, .group = hd->fb[f], .t = 0, .n_src = n, .src = src};
     run_job(kv, &job);
     m->kdone = 1;
@@ -151,8 +156,8 @@ int kv_kivi_kill_fp(struct kv_cache *kv, struct kv_head *hd, int slot) {
     if (t != last) {
         int32_t slots[KV_MAX_GROUP];
         fill_slots(hd, f, slots);
-        struct kv_qjob job = {.kind = KV_QJOB_COPY_V, .group = hd->fb[f], .t = t, .src_group = hd->fb[f],
-                              .t_src = last};
+        struct kv_qjob job = {
+            .kind = KV_QJOB_COPY_V, .group = hd->fb[f], .t = t, .src_group = hd->fb[f], .t_src = last};
         run_job(kv, &job);
         m->pos_off[t] = m->pos_off[last];
         m->flags[t] = m->flags[last];
@@ -303,14 +308,16 @@ static void merge_build(struct kv_qfmt f, void *out, struct kv_group_meta *om, v
         for (int t = 0; t < n; t++) {
             void *sg = src[tok[t].src];
             uint32_t c = kv_code_get(kvq_kcode(sg, f), (size_t)d * G + tok[t].t, B);
-            x[t] = kvq_decode(c, kn_half_to_float(kvq_kscale(sg, f)[d]), kn_half_to_float(kvq_kzero(sg, f)[d]));
+            x[t] =
+                kvq_decode(c, kn_half_to_float(kvq_kscale(sg, f)[d]), kn_half_to_float(kvq_kzero(sg, f)[d]));
             if (t == 0 || x[t] < mn) mn = x[t];
             if (t == 0 || x[t] > mx) mx = x[t];
         }
         struct kvq_param p = kvq_param_make(mn, mx, B);
         kvq_kscale(out, f)[d] = p.hs;
         kvq_kzero(out, f)[d] = p.hz;
-        for (int t = 0; t < n; t++) kv_code_set(kc, (size_t)d * G + t, B, kvq_encode(x[t], p.s, p.z, B));
+        for (int t = 0; t < n; t++)
+            kv_code_set(kc, (size_t)d * G + t, B, kvq_encode(x[t], p.s, p.z, B));
     }
     om->live = *kvq_live(out);
     om->vdone = om->live;
@@ -332,7 +339,8 @@ static int plan_cuts(const struct merge_tok *tok, int n, int G, int balanced, in
         if (cap > G) cap = G;
         first[n_out] = j;
         int e = j + 1;
-        while (e < n && e - j < cap && tok[e].pos - tok[j].pos <= 65535) e++;
+        while (e < n && e - j < cap && tok[e].pos - tok[j].pos <= 65535)
+            e++;
         j = e;
     }
     first[n_out] = n;
@@ -342,11 +350,13 @@ static int plan_cuts(const struct merge_tok *tok, int n, int G, int balanced, in
 static int compact_packed(struct kv_cache *kv, struct kv_head *hd) {
     const int G = kv->p.group, n_q = hd->n_q;
     int live_total = 0;
-    for (int g = 0; g < n_q; g++) live_total += __builtin_popcount(hd->qm[g].live);
+    for (int g = 0; g < n_q; g++)
+        live_total += __builtin_popcount(hd->qm[g].live);
     if (n_q * G - live_total < G) return 0;
     if (kv_ensure_scratch(kv, (size_t)n_q)) return -1;
     int32_t *order = kv->tmp_i;
-    for (int g = 0; g < n_q; g++) order[g] = g;
+    for (int g = 0; g < n_q; g++)
+        order[g] = g;
     qsort_r(order, (size_t)n_q, sizeof *order, cmp_groups_by_live, hd->qm);
     // fewest sparsest groups whose merge saves as many groups as merging all of them would
     int best = n_q - (live_total + G - 1) / G, k = 0, sum = 0;
@@ -401,7 +411,8 @@ static int compact_packed(struct kv_cache *kv, struct kv_head *hd) {
         if (kv->be->ops->download(kv->be, src[i], hd->qb[order[i]], bb)) goto done;
     }
     if (sc)
-        for (int j = 0; j < n; j++) sc[j] = hd->qscore[(size_t)order[tok[j].src] * G + tok[j].t];
+        for (int j = 0; j < n; j++)
+            sc[j] = hd->qscore[(size_t)order[tok[j].src] * G + tok[j].t];
     unsigned char *obuf = buf + (size_t)k * bb;
     struct kv_group_meta *om = sm + k;
     for (int o = 0; o < n_out; o++) {
@@ -427,7 +438,8 @@ static int compact_packed(struct kv_cache *kv, struct kv_head *hd) {
         if (w != g) {
             hd->qb[w] = hd->qb[g];
             hd->qm[w] = hd->qm[g];
-            if (hd->qscore) memcpy(hd->qscore + (size_t)w * G, hd->qscore + (size_t)g * G, (size_t)G * sizeof(float));
+            if (hd->qscore)
+                memcpy(hd->qscore + (size_t)w * G, hd->qscore + (size_t)g * G, (size_t)G * sizeof(float));
         }
         w++;
     }

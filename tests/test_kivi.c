@@ -1,5 +1,5 @@
-// tests/test_kivi.c — KIVI 2/4-bit KV cache: packing, quantisation error, fused attention, flush boundaries in both
-// flush modes, composition with FastGen eviction, and compaction of sparse packed groups.
+// tests/test_kivi.c — KIVI 2/4-bit KV cache: packing, quantisation error, fused attention, flush boundaries
+// in both flush modes, composition with FastGen eviction, and compaction of sparse packed groups.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,16 +36,20 @@ static uint64_t mix64(uint64_t x) {
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
 }
-static float hval(uint64_t key) { return (float)((double)(mix64(key) >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+static float hval(uint64_t key) {
+    return (float)((double)(mix64(key) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
 
-// The K and V every test stores for (layer, KV head, position, channel): fp16-exact, keys with outlier channels
-// (every 7th channel is shifted and wider, as real keys are), values plain.
+// The K and V every test stores for (layer, KV head, position, channel): fp16-exact, keys with outlier
+// channels (every 7th channel is shifted and wider, as real keys are), values plain.
 static float tok_k(int l, int h, int pos, int d) {
-    float u = hval(((uint64_t)1 << 62) ^ ((uint64_t)l << 52) ^ ((uint64_t)h << 44) ^ ((uint64_t)pos << 12) ^ (uint64_t)d);
+    float u = hval(((uint64_t)1 << 62) ^ ((uint64_t)l << 52) ^ ((uint64_t)h << 44) ^ ((uint64_t)pos << 12) ^
+                   (uint64_t)d);
     return h16(d % 7 == 3 ? 3.0f * u + 2.0f : u);
 }
 static float tok_v(int l, int h, int pos, int d) {
-    float u = hval(((uint64_t)2 << 62) ^ ((uint64_t)l << 52) ^ ((uint64_t)h << 44) ^ ((uint64_t)pos << 12) ^ (uint64_t)d);
+    float u = hval(((uint64_t)2 << 62) ^ ((uint64_t)l << 52) ^ ((uint64_t)h << 44) ^ ((uint64_t)pos << 12) ^
+                   (uint64_t)d);
     return h16(u);
 }
 // Global range of key channel d (for loose bounds): [-1, 1) or [-1, 5).
@@ -85,7 +89,8 @@ static float rq_deq(uint32_t c, struct rq r) { return fmaf((float)c, r.s, r.z); 
 static void ref_value(const float *v, int D, int VG, int B, float *out) {
     for (int q = 0; q < D / VG; q++) {
         struct rq r = rq_make(v + q * VG, VG, 1, B);
-        for (int d = q * VG; d < (q + 1) * VG; d++) out[d] = rq_deq(rq_code(v[d], r, B), r);
+        for (int d = q * VG; d < (q + 1) * VG; d++)
+            out[d] = rq_deq(rq_code(v[d], r, B), r);
     }
 }
 
@@ -98,16 +103,21 @@ static uint32_t raw_code(const uint32_t *w, size_t i, int B) {
 // Dequantised K and V of slot t of a packed group (host memory).
 static void group_deq(const void *g, struct kv_qfmt f, int t, float *k, float *v) {
     const unsigned char *b = g;
-    const uint32_t *kc = (const uint32_t *)(b + kv_q_off_kcode(f)), *vc = (const uint32_t *)(b + kv_q_off_vcode(f));
-    const kn_half *ks = (const kn_half *)(b + kv_q_off_kscale(f)), *kz = (const kn_half *)(b + kv_q_off_kzero(f));
-    const kn_half *vs = (const kn_half *)(b + kv_q_off_vscale(f)), *vz = (const kn_half *)(b + kv_q_off_vzero(f));
+    const uint32_t *kc = (const uint32_t *)(b + kv_q_off_kcode(f)),
+                   *vc = (const uint32_t *)(b + kv_q_off_vcode(f));
+    const kn_half *ks = (const kn_half *)(b + kv_q_off_kscale(f)),
+                  *kz = (const kn_half *)(b + kv_q_off_kzero(f));
+    const kn_half *vs = (const kn_half *)(b + kv_q_off_vscale(f)),
+                  *vz = (const kn_half *)(b + kv_q_off_vzero(f));
     int nvg = f.D / f.VG;
     for (int d = 0; d < f.D; d++) {
         if (k)
-            k[d] = fmaf((float)raw_code(kc, (size_t)d * f.G + t, f.B), kn_half_to_float(ks[d]), kn_half_to_float(kz[d]));
+            k[d] = fmaf((float)raw_code(kc, (size_t)d * f.G + t, f.B), kn_half_to_float(ks[d]),
+                        kn_half_to_float(kz[d]));
         if (v) {
             int q = t * nvg + d / f.VG;
-            v[d] = fmaf((float)raw_code(vc, (size_t)t * f.D + d, f.B), kn_half_to_float(vs[q]), kn_half_to_float(vz[q]));
+            v[d] = fmaf((float)raw_code(vc, (size_t)t * f.D + d, f.B), kn_half_to_float(vs[q]),
+                        kn_half_to_float(vz[q]));
         }
     }
 }
@@ -124,8 +134,12 @@ static uint32_t group_live(const void *g) {
     memcpy(&l, (const unsigned char *)g + 4, 4);
     return l;
 }
-static const kn_half *fp_k(void *blk, int D, int s) { return (const kn_half *)((unsigned char *)blk + kv_fp_off_k(D)) + (size_t)s * D; }
-static const kn_half *fp_v(void *blk, int D, int s) { return (const kn_half *)((unsigned char *)blk + kv_fp_off_v(D)) + (size_t)s * D; }
+static const kn_half *fp_k(void *blk, int D, int s) {
+    return (const kn_half *)((unsigned char *)blk + kv_fp_off_k(D)) + (size_t)s * D;
+}
+static const kn_half *fp_v(void *blk, int D, int s) {
+    return (const kn_half *)((unsigned char *)blk + kv_fp_off_v(D)) + (size_t)s * D;
+}
 static int32_t fp_pos(void *blk, int s) { return ((const int32_t *)blk)[s]; }
 
 // ---- reference attention over an explicit cache ----------------------------------------------------------
@@ -150,7 +164,8 @@ static void ec_free(struct ecache *e) {
 static void ec_clear(struct ecache *e) { memset(e->present, 0, (size_t)e->cap); }
 
 // out(D) and probs by position (cap) of one query at position qp, in double; window as in kv_layout.h.
-static void ref_attn(const struct ecache *e, const float *q, int qp, int window, float scale, double *out, double *pp) {
+static void ref_attn(const struct ecache *e, const float *q, int qp, int window, float scale, double *out,
+                     double *pp) {
     int D = e->D;
     double m = -INFINITY, sum = 0.0;
     double *l = malloc(sizeof(double) * (size_t)e->cap);
@@ -158,16 +173,20 @@ static void ref_attn(const struct ecache *e, const float *q, int qp, int window,
         l[p] = -INFINITY;
         if (!e->present[p] || p > qp || (window > 0 && p <= qp - window)) continue;
         double dot = 0.0;
-        for (int d = 0; d < D; d++) dot += (double)q[d] * e->k[(size_t)p * D + d];
+        for (int d = 0; d < D; d++)
+            dot += (double)q[d] * e->k[(size_t)p * D + d];
         l[p] = scale * dot;
         m = l[p] > m ? l[p] : m;
     }
-    for (int p = 0; p < e->cap; p++) sum += l[p] == -INFINITY ? 0.0 : exp(l[p] - m);
-    for (int d = 0; d < D; d++) out[d] = 0.0;
+    for (int p = 0; p < e->cap; p++)
+        sum += l[p] == -INFINITY ? 0.0 : exp(l[p] - m);
+    for (int d = 0; d < D; d++)
+        out[d] = 0.0;
     for (int p = 0; p < e->cap; p++) {
         pp[p] = l[p] == -INFINITY ? 0.0 : exp(l[p] - m) / sum;
         if (pp[p] != 0.0)
-            for (int d = 0; d < D; d++) out[d] += pp[p] * e->v[(size_t)p * D + d];
+            for (int d = 0; d < D; d++)
+                out[d] += pp[p] * e->v[(size_t)p * D + d];
     }
     free(l);
 }
@@ -176,12 +195,15 @@ static void ref_attn(const struct ecache *e, const float *q, int qp, int window,
 // ref_attn over E[h] (one per KV head) and the probabilities of every slot (slot_pos: position per slot per
 // head, -1 = dead) with the reference's; a dead slot must get probability 0. Returns the max output error.
 static double check_attn_view(struct kn_backend *be, const struct kv_layer_view *view, const struct ecache *E,
-                              int32_t *const *slot_pos, int n_head, const int32_t *qpos, int n_tok, const char *what) {
-    int D = view->head_dim, grp = n_head / view->n_head_kv, stride = view->max_slots > 0 ? view->max_slots : 1;
+                              int32_t *const *slot_pos, int n_head, const int32_t *qpos, int n_tok,
+                              const char *what) {
+    int D = view->head_dim, grp = n_head / view->n_head_kv,
+        stride = view->max_slots > 0 ? view->max_slots : 1;
     float *q = malloc(sizeof(float) * (size_t)n_tok * n_head * D);
     float *out = malloc(sizeof(float) * (size_t)n_tok * n_head * D);
     float *probs = malloc(sizeof(float) * (size_t)n_head * n_tok * stride);
-    for (size_t i = 0; i < (size_t)n_tok * n_head * D; i++) q[i] = rnd_f();
+    for (size_t i = 0; i < (size_t)n_tok * n_head * D; i++)
+        q[i] = rnd_f();
     struct kn_attn_args a;
     memset(&a, 0, sizeof a);
     a.out = out;
@@ -244,14 +266,17 @@ static void test_pack(void) {
             CHECK_EQ_INT(nw, (n * (size_t)B + 31) / 32);
             uint32_t *w = malloc(nw * 4), *ref = calloc(nw, 4);
             uint32_t *c = malloc(n * 4);
-            for (size_t i = 0; i < nw; i++) w[i] = rnd_u32(); // set must not depend on old contents
+            for (size_t i = 0; i < nw; i++)
+                w[i] = rnd_u32(); // set must not depend on old contents
             for (size_t i = 0; i < n; i++) {
                 c[i] = rnd_u32() & ((1u << B) - 1);
                 ref[i / (32 / B)] |= c[i] << ((i % (32 / B)) * B); // lowest bits first
             }
-            for (size_t i = 0; i < n; i++) kv_code_set(w, i, B, c[i]);
+            for (size_t i = 0; i < n; i++)
+                kv_code_set(w, i, B, c[i]);
             int ok = 1;
-            for (size_t i = 0; i < n; i++) ok &= kv_code_get(w, i, B) == c[i];
+            for (size_t i = 0; i < n; i++)
+                ok &= kv_code_get(w, i, B) == c[i];
             // the words holding codes equal the reference layout; bits past the last code are untouched
             size_t full = n / (32 / B);
             int same = memcmp(w, ref, full * 4) == 0;
@@ -267,7 +292,8 @@ static void test_pack(void) {
                 kv_code_set(w, i, B, c[i]);
             }
             ok = 1;
-            for (size_t i = 0; i < n; i++) ok &= kv_code_get(w, i, B) == c[i] && raw_code(w, i, B) == c[i];
+            for (size_t i = 0; i < n; i++)
+                ok &= kv_code_get(w, i, B) == c[i] && raw_code(w, i, B) == c[i];
             CHECK_MSG(ok, "B=%d n=%zu: rewrite keeps neighbours", B, n);
             free(w);
             free(ref);
@@ -276,14 +302,17 @@ static void test_pack(void) {
     }
     // 2-bit: 16 codes per word, 4-bit: 8; a known word
     uint32_t w2[1] = {0}, w4[1] = {0};
-    for (int i = 0; i < 16; i++) kv_code_set(w2, (size_t)i, 2, (uint32_t)(i & 3));
-    for (int i = 0; i < 8; i++) kv_code_set(w4, (size_t)i, 4, (uint32_t)(15 - i));
+    for (int i = 0; i < 16; i++)
+        kv_code_set(w2, (size_t)i, 2, (uint32_t)(i & 3));
+    for (int i = 0; i < 8; i++)
+        kv_code_set(w4, (size_t)i, 4, (uint32_t)(15 - i));
     CHECK_EQ_INT(w2[0], 0xe4e4e4e4u);
     CHECK_EQ_INT(w4[0], 0x89abcdefu);
 }
 
 // An fp block (host memory of the CPU backend) with rows x(n, D) as keys and values y(n, D).
-static void *fp_block_with(struct kn_backend *be, int D, const float *x, const float *y, int n, int32_t pos0) {
+static void *fp_block_with(struct kn_backend *be, int D, const float *x, const float *y, int n,
+                           int32_t pos0) {
     unsigned char *blk = be->ops->alloc(be, kv_fp_block_bytes(D), KN_MEM_KV);
     for (int s = 0; s < n; s++) {
         ((int32_t *)blk)[s] = pos0 + s;
@@ -295,10 +324,10 @@ static void *fp_block_with(struct kn_backend *be, int D, const float *x, const f
     return blk;
 }
 
-// Quantises keys X(n, D) per channel (KEYS job) and values Y(n, D) per token (VALUE jobs) into one group; returns
-// the group (backend memory) and checks codes, the stream layout, error bounds and the fp write-back.
-static void *quant_group(struct kn_backend *be, struct kv_qfmt f, const float *X, const float *Y, int n, const char *what,
-                         double *kerr2, double *verr2) {
+// Quantises keys X(n, D) per channel (KEYS job) and values Y(n, D) per token (VALUE jobs) into one group;
+// returns the group (backend memory) and checks codes, the stream layout, error bounds and the fp write-back.
+static void *quant_group(struct kn_backend *be, struct kv_qfmt f, const float *X, const float *Y, int n,
+                         const char *what, double *kerr2, double *verr2) {
     int D = f.D, B = f.B, L = (1 << B) - 1;
     void *blk = fp_block_with(be, D, X, Y, n, 100);
     void *g = be->ops->alloc(be, kv_q_block_bytes(f), KN_MEM_KV);
@@ -322,14 +351,18 @@ static void *quant_group(struct kn_backend *be, struct kv_qfmt f, const float *X
     jobs[0].src = src;
     be->ops->kv_quant(be, jobs, n + 1, f);
     const unsigned char *gb = g;
-    const uint32_t *kc = (const uint32_t *)(gb + kv_q_off_kcode(f)), *vc = (const uint32_t *)(gb + kv_q_off_vcode(f));
-    const kn_half *ks = (const kn_half *)(gb + kv_q_off_kscale(f)), *kz = (const kn_half *)(gb + kv_q_off_kzero(f));
-    const kn_half *vs = (const kn_half *)(gb + kv_q_off_vscale(f)), *vz = (const kn_half *)(gb + kv_q_off_vzero(f));
+    const uint32_t *kc = (const uint32_t *)(gb + kv_q_off_kcode(f)),
+                   *vc = (const uint32_t *)(gb + kv_q_off_vcode(f));
+    const kn_half *ks = (const kn_half *)(gb + kv_q_off_kscale(f)),
+                  *kz = (const kn_half *)(gb + kv_q_off_kzero(f));
+    const kn_half *vs = (const kn_half *)(gb + kv_q_off_vscale(f)),
+                  *vz = (const kn_half *)(gb + kv_q_off_vzero(f));
     int ok_code = 1, ok_err = 1, ok_wb = 1, ok_pos = 1;
     float col[KV_MAX_GROUP];
     double worst = 0.0;
     for (int d = 0; d < D; d++) {
-        for (int t = 0; t < n; t++) col[t] = h16(X[(size_t)t * D + d]);
+        for (int t = 0; t < n; t++)
+            col[t] = h16(X[(size_t)t * D + d]);
         struct rq r = rq_make(col, n, 1, B);
         float s = kn_half_to_float(ks[d]), z = kn_half_to_float(kz[d]);
         ok_code &= s == r.s && z == r.z;
@@ -353,7 +386,8 @@ static void *quant_group(struct kn_backend *be, struct kv_qfmt f, const float *X
         ok_pos &= group_pos(g, f, t) == 100 + t;
         for (int q = 0; q < nvg; q++) {
             float row[KV_MAX_GROUP * 8];
-            for (int d = 0; d < f.VG; d++) row[d] = h16(Y[(size_t)t * D + q * f.VG + d]);
+            for (int d = 0; d < f.VG; d++)
+                row[d] = h16(Y[(size_t)t * D + q * f.VG + d]);
             struct rq r = rq_make(row, f.VG, 1, B);
             float s = kn_half_to_float(vs[t * nvg + q]), z = kn_half_to_float(vz[t * nvg + q]);
             ok_code &= s == r.s && z == r.z;
@@ -370,7 +404,8 @@ static void *quant_group(struct kn_backend *be, struct kv_qfmt f, const float *X
         }
     }
     ok_pos &= group_live(g) == (n == 32 ? 0xffffffffu : (1u << n) - 1);
-    CHECK_MSG(ok_code, "%s: codes, scales and zeros follow SPEC §4 (channel-major keys, token-major values)", what);
+    CHECK_MSG(ok_code, "%s: codes, scales and zeros follow SPEC §4 (channel-major keys, token-major values)",
+              what);
     CHECK_MSG(ok_err, "%s: |dequant - x| <= s/2 (+ fp16 slack) (worst %.3f of s/2)", what, worst);
     CHECK_MSG(ok_wb, "%s: fp slots hold exactly the dequantised codes", what);
     CHECK_MSG(ok_pos, "%s: positions and live mask", what);
@@ -391,10 +426,22 @@ static void test_quant_error(struct kn_backend *be) {
                     int n = kind == 3 ? G / 2 + 1 : G; // a partial group too
                     for (int i = 0; i < G * D; i++) {
                         switch (kind) {
-                        case 0: X[i] = rnd_f(); Y[i] = rnd_f(); break;                          // uniform
-                        case 1: X[i] = 4.0f * rnd_normal(); Y[i] = 0.01f * rnd_normal(); break; // wide / narrow
-                        case 2: X[i] = 0.75f; Y[i] = -2.0f; break;                             // constant: s = 0
-                        default: X[i] = 1000.0f * rnd_f(); Y[i] = 60000.0f * rnd_f(); break;    // large
+                        case 0:
+                            X[i] = rnd_f();
+                            Y[i] = rnd_f();
+                            break; // uniform
+                        case 1:
+                            X[i] = 4.0f * rnd_normal();
+                            Y[i] = 0.01f * rnd_normal();
+                            break; // wide / narrow
+                        case 2:
+                            X[i] = 0.75f;
+                            Y[i] = -2.0f;
+                            break; // constant: s = 0
+                        default:
+                            X[i] = 1000.0f * rnd_f();
+                            Y[i] = 60000.0f * rnd_f();
+                            break; // large
                         }
                     }
                     char what[96];
@@ -407,9 +454,9 @@ static void test_quant_error(struct kn_backend *be) {
             }
 }
 
-// Keys with a few outlier channels: per-channel grouping (KIVI) must beat per-token grouping by a wide margin.
-// Both errors come from the kernels: the KEYS job groups per channel, the VALUE job (fed the same matrix)
-// groups per token.
+// Keys with a few outlier channels: per-channel grouping (KIVI) must beat per-token grouping by a wide
+// margin. Both errors come from the kernels: the KEYS job groups per channel, the VALUE job (fed the same
+// matrix) groups per token.
 static void test_per_channel_keys(struct kn_backend *be) {
     const int D = 64, G = 32;
     for (int B = 2; B <= 4; B += 2) {
@@ -426,15 +473,17 @@ static void test_per_channel_keys(struct kn_backend *be) {
         snprintf(what, sizeof what, "outlier keys B=%d", B);
         void *g = quant_group(be, f, K, K, G, what, &e_chan, &e_tok);
         double rms_c = sqrt(e_chan / (G * D)), rms_t = sqrt(e_tok / (G * D));
-        printf("per-channel vs per-token key quantisation, B=%d: rms error %.4f vs %.4f (%.1fx)\n", B, rms_c, rms_t,
-               rms_t / rms_c);
-        CHECK_MSG(rms_c * 3.0 < rms_t, "B=%d: per-channel key error %.4f not well below per-token %.4f", B, rms_c, rms_t);
+        printf("per-channel vs per-token key quantisation, B=%d: rms error %.4f vs %.4f (%.1fx)\n", B, rms_c,
+               rms_t, rms_t / rms_c);
+        CHECK_MSG(rms_c * 3.0 < rms_t, "B=%d: per-channel key error %.4f not well below per-token %.4f", B,
+                  rms_c, rms_t);
         be->ops->dealloc(be, g);
         free(K);
     }
 }
 
-// ---- 2. fused attention over a hand-built view = attention over the explicitly dequantised cache ------------
+// ---- 2. fused attention over a hand-built view = attention over the explicitly dequantised cache
+// ------------
 
 static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_scalar) {
     const int Ds[] = {8, 32, 64, 96, 256}; // 96: three value groups per token
@@ -443,7 +492,8 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
             for (int G = 8; G <= 32; G *= 2)
                 for (int window = 0; window <= 40; window += 40) {
                     if ((G * B) % 32) continue;
-                    // 3 query heads per KV head (pairs and a single), or 8 (groups of four share code expansion)
+                    // 3 query heads per KV head (pairs and a single), or 8 (groups of four share code
+                    // expansion)
                     int D = Ds[di], n_kv = 2, n_head = window ? 6 : 16, n_q = 3, n_fp = 37;
                     struct kv_qfmt f = kv_qfmt_make(D, G, B);
                     int cap = n_q * 2 * G + n_fp + 8;
@@ -459,7 +509,8 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
                         for (int g = 0; g < n_q; g++) {
                             size_t nb = kv_q_block_bytes(f);
                             unsigned char *gb = be->ops->alloc(be, nb, KN_MEM_KV);
-                            for (size_t i = 0; i < nb; i++) gb[i] = (unsigned char)rnd_u32(); // every code value
+                            for (size_t i = 0; i < nb; i++)
+                                gb[i] = (unsigned char)rnd_u32(); // every code value
                             uint32_t live = (G == 32 ? 0xffffffffu : (1u << G) - 1) & (rnd_u32() | 5u);
                             int32_t base = pos;
                             memcpy(gb, &base, 4);
@@ -468,12 +519,14 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
                                 uint16_t off = (uint16_t)(2 * t + (t & 1)); // gaps, like evicted neighbours
                                 memcpy(gb + kv_q_off_posoff(f) + 2 * t, &off, 2);
                             }
-                            kn_half *ks = (kn_half *)(gb + kv_q_off_kscale(f)), *kz = (kn_half *)(gb + kv_q_off_kzero(f));
+                            kn_half *ks = (kn_half *)(gb + kv_q_off_kscale(f)),
+                                    *kz = (kn_half *)(gb + kv_q_off_kzero(f));
                             for (int d = 0; d < D; d++) {
                                 ks[d] = kn_float_to_half(0.3f * (rnd_f() + 1.0f));
                                 kz[d] = kn_float_to_half(rnd_f());
                             }
-                            kn_half *vs = (kn_half *)(gb + kv_q_off_vscale(f)), *vz = (kn_half *)(gb + kv_q_off_vzero(f));
+                            kn_half *vs = (kn_half *)(gb + kv_q_off_vscale(f)),
+                                    *vz = (kn_half *)(gb + kv_q_off_vzero(f));
                             for (size_t i = 0; i < kv_q_n_vgroups(f); i++) {
                                 vs[i] = kn_float_to_half(0.3f * (rnd_f() + 1.0f));
                                 vz[i] = kn_float_to_half(rnd_f());
@@ -498,7 +551,8 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
                         }
                         // fp positions follow the packed ones, in shuffled slot order
                         int32_t perm[64];
-                        for (int s = 0; s < n_fp; s++) perm[s] = pos + s;
+                        for (int s = 0; s < n_fp; s++)
+                            perm[s] = pos + s;
                         for (int s = n_fp - 1; s > 0; s--) {
                             int r = (int)(rnd_u32() % (uint32_t)(s + 1));
                             int32_t tmp = perm[s];
@@ -510,8 +564,10 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
                             int p = perm[s];
                             E[h].present[p] = 1;
                             for (int d = 0; d < D; d++) {
-                                E[h].k[(size_t)p * D + d] = kn_half_to_float(fp_k(fb[h][s / 32], D, s % 32)[d]);
-                                E[h].v[(size_t)p * D + d] = kn_half_to_float(fp_v(fb[h][s / 32], D, s % 32)[d]);
+                                E[h].k[(size_t)p * D + d] =
+                                    kn_half_to_float(fp_k(fb[h][s / 32], D, s % 32)[d]);
+                                E[h].v[(size_t)p * D + d] =
+                                    kn_half_to_float(fp_v(fb[h][s / 32], D, s % 32)[d]);
                             }
                             sp[h][n_q * G + s] = p;
                         }
@@ -520,18 +576,26 @@ static void test_fused_attention(struct kn_backend *be, struct kn_backend *be_sc
                         hv[h].fp_blocks = fb[h];
                         hv[h].q_blocks = qb[h];
                     }
-                    struct kv_layer_view view = {.n_head_kv = n_kv, .head_dim = D, .bits = B, .group = G,
-                                                 .window = window, .max_slots = n_q * G + n_fp, .heads = hv};
+                    struct kv_layer_view view = {.n_head_kv = n_kv,
+                                                 .head_dim = D,
+                                                 .bits = B,
+                                                 .group = G,
+                                                 .window = window,
+                                                 .max_slots = n_q * G + n_fp,
+                                                 .heads = hv};
                     // queries: the newest position, one inside the packed region, one between fp tokens
                     int32_t qpos[3] = {pos + n_fp - 1, G + 3, pos + n_fp / 2};
                     char what[96];
                     snprintf(what, sizeof what, "fused attention D=%d G=%d B=%d window %d", D, G, B, window);
                     check_attn_view(be, &view, E, sp, n_head, qpos, 3, what);
-                    snprintf(what, sizeof what, "fused attention (scalar) D=%d G=%d B=%d window %d", D, G, B, window);
+                    snprintf(what, sizeof what, "fused attention (scalar) D=%d G=%d B=%d window %d", D, G, B,
+                             window);
                     check_attn_view(be_scalar, &view, E, sp, n_head, qpos, 3, what);
                     for (int h = 0; h < n_kv; h++) {
-                        for (int g = 0; g < n_q; g++) be->ops->dealloc(be, qb[h][g]);
-                        for (int b = 0; b < 2; b++) be->ops->dealloc(be, fb[h][b]);
+                        for (int g = 0; g < n_q; g++)
+                            be->ops->dealloc(be, qb[h][g]);
+                        for (int b = 0; b < 2; b++)
+                            be->ops->dealloc(be, fb[h][b]);
                         ec_free(&E[h]);
                         free(sp[h]);
                     }
@@ -544,9 +608,9 @@ struct drv {
     struct kn_backend *be;
     struct kv_cache *kv;
     struct kv_cache_params p;
-    int pct;                 // punctuation share of tok_flags
-    int cap;                 // tokens per call at most
-    float *k, *v, *q, *out;  // (cap, heads, D)
+    int pct;                // punctuation share of tok_flags
+    int cap;                // tokens per call at most
+    float *k, *v, *q, *out; // (cap, heads, D)
     int32_t *pos;
     uint8_t *fl;
 };
@@ -606,7 +670,8 @@ static int drv_store(struct drv *d, int n, int32_t pos0) {
                     d->v[at] = tok_v(l, h, pos0 + i, dd);
                 }
         d->be->ops->kv_store(d->be, kv_cache_slots(d->kv, l), d->k, d->v, d->pos, n, H, D);
-        for (size_t i = 0; i < (size_t)n * p->n_head * D; i++) d->q[i] = 2.0f * rnd_f();
+        for (size_t i = 0; i < (size_t)n * p->n_head * D; i++)
+            d->q[i] = 2.0f * rnd_f();
         struct kn_attn_args a;
         memset(&a, 0, sizeof a);
         a.out = d->out;
@@ -650,9 +715,9 @@ struct census {
     int packed, dead;  // live and dead slots of packed groups
 };
 
-// Key error budget of the packed tokens of one head, by position: a key's dequantised value may move only when its
-// group is merged (compaction), and each such move may add at most s'/2 of the merged group (SPEC §5 note in
-// kv_kivi.c). The first sighting gets the loose bound (one quantisation, possibly one merge).
+// Key error budget of the packed tokens of one head, by position: a key's dequantised value may move only
+// when its group is merged (compaction), and each such move may add at most s'/2 of the merged group (SPEC §5
+// note in kv_kivi.c). The first sighting gets the loose bound (one quantisation, possibly one merge).
 struct khist {
     int cap, D;
     uint8_t *known;
@@ -673,12 +738,13 @@ static void kh_free(struct khist *kh) {
     free(kh->allow);
 }
 
-// Walks one head: positions (host mirrors vs backend memory, each position once), flags, the contents of every
-// token against tok_k/tok_v (exact, per-token fake-quantised values, keys within their bound), fill-group
-// bookkeeping. Fills st[pos] (ST_* bits), E with the cache's explicit contents (for attention references), and
-// slot_pos with the position of each attention slot (-1 dead). Returns the number of failed checks.
-static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E, int32_t *slot_pos, struct census *c,
-                      struct khist *kh, const char *what) {
+// Walks one head: positions (host mirrors vs backend memory, each position once), flags, the contents of
+// every token against tok_k/tok_v (exact, per-token fake-quantised values, keys within their bound),
+// fill-group bookkeeping. Fills st[pos] (ST_* bits), E with the cache's explicit contents (for attention
+// references), and slot_pos with the position of each attention slot (-1 dead). Returns the number of failed
+// checks.
+static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E, int32_t *slot_pos,
+                      struct census *c, struct khist *kh, const char *what) {
     struct kv_cache *kv = d->kv;
     struct kv_head *hd = kv_head_at(kv, l, h);
     const int D = d->p.head_dim, G = d->p.group, B = d->p.bits, L = (1 << B) - 1;
@@ -690,8 +756,8 @@ static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E
     c->n_fp = hd->n_fp;
     c->n_q = hd->n_q;
     c->n_fill = hd->n_fill;
-    CHECK_MSG(hd->n_fpb == (hd->n_fp + KV_FP_BLOCK - 1) / KV_FP_BLOCK, "%s l%d h%d: %d fp blocks for %d slots", what, l,
-              h, hd->n_fpb, hd->n_fp);
+    CHECK_MSG(hd->n_fpb == (hd->n_fp + KV_FP_BLOCK - 1) / KV_FP_BLOCK,
+              "%s l%d h%d: %d fp blocks for %d slots", what, l, h, hd->n_fpb, hd->n_fp);
     float orig[512], deq[512], refv[512];
     int pos_ok = 1, flag_ok = 1, v_ok = 1, k_ok = 1, fill_ok = 1, uniq = 1;
     double worst_k = 0.0;
@@ -728,7 +794,8 @@ static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E
         c->kq += kq;
         // values: exact, or the per-token fake quantisation of the original rounded to fp16; the fill group's
         // codes decode to the same
-        for (int dd = 0; dd < D; dd++) orig[dd] = tok_v(l, h, p, dd);
+        for (int dd = 0; dd < D; dd++)
+            orig[dd] = tok_v(l, h, p, dd);
         if (vq) {
             ref_value(orig, D, f.VG, B, refv);
             group_deq(hd->fb[fg], f, t, NULL, deq);
@@ -762,7 +829,8 @@ static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E
         }
         fill_ok &= m->live == refd && group_live(hd->fb[fi]) == m->live;
         if (!m->kdone) fill_ok &= refd == (m->n_filled == 32 ? 0xffffffffu : (1u << m->n_filled) - 1);
-        fill_ok &= refd != 0 || m->kdone; // an empty ours-mode group may wait for tokens; never a dead packed one
+        fill_ok &=
+            refd != 0 || m->kdone; // an empty ours-mode group may wait for tokens; never a dead packed one
     }
     free(fill_refs);
     // packed groups
@@ -787,14 +855,16 @@ static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E
             E->present[p] = 1;
             uint8_t want_fl = tok_flags(p, d->pct) | (p == 0 ? KV_TOK_SPECIAL : 0);
             flag_ok &= (m->flags[t] & (KV_TOK_SPECIAL | KV_TOK_PUNCT)) == want_fl;
-            for (int dd = 0; dd < D; dd++) orig[dd] = tok_v(l, h, p, dd);
+            for (int dd = 0; dd < D; dd++)
+                orig[dd] = tok_v(l, h, p, dd);
             ref_value(orig, D, f.VG, B, refv);
             group_deq(gb, f, t, E->k + (size_t)p * D, E->v + (size_t)p * D);
             int moved = 0;
             for (int dd = 0; dd < D; dd++) {
                 v_ok &= E->v[(size_t)p * D + dd] == refv[dd]; // values per token: exact whatever the group
                 float x = E->k[(size_t)p * D + dd], o = tok_k(l, h, p, dd), e = fabsf(x - o);
-                // keys: within s/2 of a fresh group; a merged group adds its own s'/2 (bounded by the channel range)
+                // keys: within s/2 of a fresh group; a merged group adds its own s'/2 (bounded by the channel
+                // range)
                 float sc = kn_half_to_float(ks[dd]), slack = 0.004f * fabsf(o) + 1e-6f;
                 float bound = 0.5f * sc + 0.5f * k_channel_range(dd) / (float)L + slack;
                 if (kh) {
@@ -822,12 +892,14 @@ static int check_head(struct drv *d, int l, int h, uint8_t *st, struct ecache *E
     CHECK_MSG(uniq, "%s l%d h%d: every position held once", what, l, h);
     CHECK_MSG(flag_ok, "%s l%d h%d: token flags carried", what, l, h);
     CHECK_MSG(v_ok, "%s l%d h%d: values exact or per-token fake-quantised", what, l, h);
-    CHECK_MSG(k_ok, "%s l%d h%d: keys exact or within their quantisation bound (worst %.2f s/2)", what, l, h, worst_k);
+    CHECK_MSG(k_ok, "%s l%d h%d: keys exact or within their quantisation bound (worst %.2f s/2)", what, l, h,
+              worst_k);
     CHECK_MSG(fill_ok, "%s l%d h%d: fill-group bookkeeping", what, l, h);
     return test_n_fail - fails0;
 }
 
-// Pools and byte accounting of the whole cache: blocks in use equal the heads' blocks, stats bytes equal them.
+// Pools and byte accounting of the whole cache: blocks in use equal the heads' blocks, stats bytes equal
+// them.
 static void check_accounting(struct drv *d, const char *what) {
     struct kv_cache *kv = d->kv;
     const struct kv_cache_params *p = &d->p;
@@ -845,7 +917,8 @@ static void check_accounting(struct drv *d, const char *what) {
         n_fpb += (uint64_t)hd->n_fpb;
         n_groups += (uint64_t)(hd->n_q + hd->n_fill);
         int live = 0;
-        for (int g = 0; g < hd->n_q; g++) live += __builtin_popcount(hd->qm[g].live);
+        for (int g = 0; g < hd->n_q; g++)
+            live += __builtin_popcount(hd->qm[g].live);
         retained += (uint64_t)(hd->n_fp + live);
         ret_ok &= s.heads[i].retained == hd->n_fp + live;
         cap_ok &= hd->cap_q <= 4 || hd->cap_q < 4 * hd->n_q; // packed arrays shrink when groups go
@@ -897,7 +970,8 @@ static void expect_contents(struct ecache *X, int l, int h, int N, int R, int G,
         for (int d = 0; d < D; d++) {
             struct rq r = {0.0f, 0.0f};
             if (e0 & ST_KQ) { // the whole group's keys are quantised together (it lies inside [0, N))
-                for (int t = 0; t < G; t++) col[t] = tok_k(l, h, g0 + t, d);
+                for (int t = 0; t < G; t++)
+                    col[t] = tok_k(l, h, g0 + t, d);
                 r = rq_make(col, G, 1, B);
             }
             for (int p = g0; p < g0 + G && p < N; p++) {
@@ -914,15 +988,17 @@ static void expect_contents(struct ecache *X, int l, int h, int N, int R, int G,
         int packed;
         uint8_t e = expect_state(p, N, R, G, block, &packed);
         X->present[p] = 1;
-        for (int d = 0; d < D; d++) orig[d] = tok_v(l, h, p, d);
+        for (int d = 0; d < D; d++)
+            orig[d] = tok_v(l, h, p, d);
         if (e & ST_VQ) ref_value(orig, D, f.VG, B, refv);
-        for (int d = 0; d < D; d++) X->v[(size_t)p * D + d] = (e & ST_VQ) ? (packed ? refv[d] : h16(refv[d])) : orig[d];
+        for (int d = 0; d < D; d++)
+            X->v[(size_t)p * D + d] = (e & ST_VQ) ? (packed ? refv[d] : h16(refv[d])) : orig[d];
     }
 }
 
 // After each commit of a cache holding N tokens (no eviction): states, counts, bytes, contents, attention.
-static void check_flush_state(struct drv *d, int N, struct ecache *E, struct ecache *X, uint8_t *st, int32_t *sp,
-                              const char *what) {
+static void check_flush_state(struct drv *d, int N, struct ecache *E, struct ecache *X, uint8_t *st,
+                              int32_t *sp, const char *what) {
     const struct kv_cache_params *p = &d->p;
     int R = p->residual, G = p->group, block = p->flush == KV_FLUSH_BLOCK;
     int M = N > R ? N - R : 0;
@@ -942,8 +1018,8 @@ static void check_flush_state(struct drv *d, int N, struct ecache *E, struct eca
                 uint8_t e = pos < N ? expect_state(pos, N, R, G, block, &packed) : 0;
                 if (st[pos] != e) {
                     if (!bad)
-                        fprintf(stderr, "%s N=%d l%d h%d: position %d state %#x, expected %#x\n", what, N, l, h, pos,
-                                st[pos], e);
+                        fprintf(stderr, "%s N=%d l%d h%d: position %d state %#x, expected %#x\n", what, N, l,
+                                h, pos, st[pos], e);
                     bad++;
                 }
             }
@@ -959,9 +1035,12 @@ static void check_flush_state(struct drv *d, int N, struct ecache *E, struct eca
             expect_contents(X, l, h, N, R, G, p->bits, block);
             int same = memcmp(X->present, E[h].present, (size_t)X->cap) == 0;
             for (int pos = 0; pos < N && same; pos++)
-                same &= memcmp(X->k + (size_t)pos * X->D, E[h].k + (size_t)pos * X->D, sizeof(float) * X->D) == 0 &&
-                        memcmp(X->v + (size_t)pos * X->D, E[h].v + (size_t)pos * X->D, sizeof(float) * X->D) == 0;
-            CHECK_MSG(same, "%s N=%d l%d h%d: cache contents equal the predicted fake-quantised K/V", what, N, l, h);
+                same &=
+                    memcmp(X->k + (size_t)pos * X->D, E[h].k + (size_t)pos * X->D, sizeof(float) * X->D) ==
+                        0 &&
+                    memcmp(X->v + (size_t)pos * X->D, E[h].v + (size_t)pos * X->D, sizeof(float) * X->D) == 0;
+            CHECK_MSG(same, "%s N=%d l%d h%d: cache contents equal the predicted fake-quantised K/V", what, N,
+                      l, h);
             expect_contents(&E[h], l, h, N, R, G, p->bits, block); // the reference below uses the prediction
         }
         if (N > 0) {
@@ -1000,13 +1079,14 @@ static void test_flush_boundaries(struct kn_backend *be) {
                     return;
                 }
                 struct ecache E[2], X;
-                for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, c.D);
+                for (int h = 0; h < 2; h++)
+                    ec_init(&E[h], p.n_ctx, c.D);
                 ec_init(&X, p.n_ctx, c.D);
                 uint8_t *st = malloc((size_t)p.n_ctx);
                 int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
                 char what[96];
-                snprintf(what, sizeof what, "flush %s B=%d G=%d R=%d D=%d prompt %d", block ? "block" : "ours", c.B, c.G,
-                         c.R, c.D, prompts[pi]);
+                snprintf(what, sizeof what, "flush %s B=%d G=%d R=%d D=%d prompt %d",
+                         block ? "block" : "ours", c.B, c.G, c.R, c.D, prompts[pi]);
                 int N = prompts[pi];
                 // the prompt in two chunks when it is long (no packing between chunks), then decode steps
                 int ok = drv_prompt(&d, N, N > c.R ? N / 2 + 1 : N) == 0;
@@ -1021,7 +1101,8 @@ static void test_flush_boundaries(struct kn_backend *be) {
                 }
                 free(st);
                 free(sp);
-                for (int h = 0; h < 2; h++) ec_free(&E[h]);
+                for (int h = 0; h < 2; h++)
+                    ec_free(&E[h]);
                 ec_free(&X);
                 drv_free(&d);
             }
@@ -1034,8 +1115,8 @@ static void test_flush_boundaries(struct kn_backend *be) {
 static float head_score_fp(const struct kv_head *hd, int s) { return hd->score ? hd->score[s] : 0.0f; }
 
 // Checks that every retained token is one the head's policy keeps (the staging window, special, punct, local,
-// or a heavy hitter: fewer than k retained tokens score higher), and, when `complete` is set, that every token
-// the policy's special/punct components always keep is retained. Returns failed checks.
+// or a heavy hitter: fewer than k retained tokens score higher), and, when `complete` is set, that every
+// token the policy's special/punct components always keep is retained. Returns failed checks.
 static int check_policy(struct drv *d, int l, int h, const uint8_t *st, int complete, const char *what) {
     struct kv_cache *kv = d->kv;
     struct kv_head *hd = kv_head_at(kv, l, h);
@@ -1064,19 +1145,23 @@ static int check_policy(struct drv *d, int l, int h, const uint8_t *st, int comp
         int p = ps[i];
         uint8_t fl = tok_flags(p, d->pct) | (p == 0 ? KV_TOK_SPECIAL : 0);
         other[i] = p > newest - R || (c & KV_C_FULL) || ((c & KV_C_SPECIAL) && (fl & KV_TOK_SPECIAL)) ||
-                   ((c & KV_C_PUNCT) && (fl & KV_TOK_PUNCT)) || ((c & KV_C_LOCAL) && p > newest - hd->local_w);
+                   ((c & KV_C_PUNCT) && (fl & KV_TOK_PUNCT)) ||
+                   ((c & KV_C_LOCAL) && p > newest - hd->local_w);
     }
-    // FREQ keeps the k top scores: over all tokens (FastGen's r_f x n), or, with a fixed heavy_k (H2O), over the
-    // tokens nothing else keeps
+    // FREQ keeps the k top scores: over all tokens (FastGen's r_f x n), or, with a fixed heavy_k (H2O), over
+    // the tokens nothing else keeps
     for (int i = 0; i < n; i++) {
         int keep = other[i], higher = 0;
         if (!keep && (c & KV_C_FREQ)) {
-            for (int j = 0; j < n; j++) higher += sc[j] > sc[i] && (!hd->heavy_k || !other[j]);
+            for (int j = 0; j < n; j++)
+                higher += sc[j] > sc[i] && (!hd->heavy_k || !other[j]);
             keep = higher < k;
         }
         if (!keep) {
             if (!bad)
-                fprintf(stderr, "%s l%d h%d: position %d (score %g, %d higher, k %d, newest %d) retained against policy %#x\n",
+                fprintf(stderr,
+                        "%s l%d h%d: position %d (score %g, %d higher, k %d, newest %d) retained against "
+                        "policy %#x\n",
                         what, l, h, ps[i], (double)sc[i], higher, k, newest, c);
             bad++;
         }
@@ -1098,8 +1183,8 @@ static int check_policy(struct drv *d, int l, int h, const uint8_t *st, int comp
 
 // All invariants of a cache under eviction: per head contents, policy, no sparse packed storage (fewer than G
 // dead slots: compaction ran), attention equal to attention over the live tokens only, accounting.
-static int check_composed(struct drv *d, struct ecache *E, uint8_t *st, int32_t *sp, struct khist *kh, int complete,
-                          const char *what) {
+static int check_composed(struct drv *d, struct ecache *E, uint8_t *st, int32_t *sp, struct khist *kh,
+                          int complete, const char *what) {
     const struct kv_cache_params *p = &d->p;
     int fails0 = test_n_fail;
     for (int l = 0; l < p->n_layer; l++) {
@@ -1109,8 +1194,9 @@ static int check_composed(struct drv *d, struct ecache *E, uint8_t *st, int32_t 
             sps[h] = sp + (size_t)h * (p->n_ctx + 64);
             check_head(d, l, h, st, &E[h], sps[h], &c, &kh[l * p->n_head_kv + h], what);
             check_policy(d, l, h, st, complete, what);
-            CHECK_MSG(c.dead < p->group || p->n_ctx > 65536, "%s l%d h%d: %d dead packed slots (%d groups, %d live)", what,
-                      l, h, c.dead, c.n_q, c.packed);
+            CHECK_MSG(c.dead < p->group || p->n_ctx > 65536,
+                      "%s l%d h%d: %d dead packed slots (%d groups, %d live)", what, l, h, c.dead, c.n_q,
+                      c.packed);
         }
         int newest = kv_cache_n_past(d->kv) - 1;
         int32_t qpos[3] = {newest, newest / 2, newest - p->residual - 3 > 0 ? newest - p->residual - 3 : 0};
@@ -1138,7 +1224,8 @@ static void compose_params(struct kv_cache_params *p, int B, int block, float T)
 }
 
 // Explicit head policies set after a lossless prompt (T = 1 keeps every head full): special+punct,
-// +heavy, +heavy+local, special only. Then decoding evicts from the fp region, the fill groups and packed groups.
+// +heavy, +heavy+local, special only. Then decoding evicts from the fp region, the fill groups and packed
+// groups.
 static void test_fastgen_explicit(struct kn_backend *be) {
     for (int B = 2; B <= 4; B += 2)
         for (int block = 0; block <= 1; block++) {
@@ -1152,14 +1239,17 @@ static void test_fastgen_explicit(struct kn_backend *be) {
             char what[96];
             snprintf(what, sizeof what, "fastgen x kivi B=%d %s", B, block ? "block" : "ours");
             struct ecache E[2];
-            for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, p.head_dim);
+            for (int h = 0; h < 2; h++)
+                ec_init(&E[h], p.n_ctx, p.head_dim);
             uint8_t *st = malloc((size_t)p.n_ctx);
             int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
             struct khist kh[4];
-            for (int i = 0; i < 4; i++) kh_init(&kh[i], p.n_ctx, p.head_dim);
+            for (int i = 0; i < 4; i++)
+                kh_init(&kh[i], p.n_ctx, p.head_dim);
             int ok = drv_prompt(&d, 200, 64) == 0;
             CHECK_MSG(ok, "%s: prompt", what);
-            for (int i = 0; i < p.n_layer * p.n_head_kv; i++) CHECK_EQ_INT(d.kv->heads[i].comps, KV_C_FULL);
+            for (int i = 0; i < p.n_layer * p.n_head_kv; i++)
+                CHECK_EQ_INT(d.kv->heads[i].comps, KV_C_FULL);
             check_composed(&d, E, st, sp, kh, 1, what);
             uint64_t blocks_full = kv_cache_blocks_in_use(d.kv);
             struct kv_stats s0, s1;
@@ -1180,32 +1270,39 @@ static void test_fastgen_explicit(struct kn_backend *be) {
                 snprintf(w2, sizeof w2, "%s step %d", what, step);
                 if (ok && check_composed(&d, E, st, sp, kh, 1, w2)) break;
                 if (step == 0) {
-                    // storage really returned: the special-only head keeps a few groups, every head lost blocks
+                    // storage really returned: the special-only head keeps a few groups, every head lost
+                    // blocks
                     kv_cache_stats(d.kv, &s1);
                     CHECK_MSG(kv_cache_blocks_in_use(d.kv) < blocks_full, "%s: blocks %llu -> %llu", what,
-                              (unsigned long long)blocks_full, (unsigned long long)kv_cache_blocks_in_use(d.kv));
-                    CHECK_MSG(s1.kv_bytes < s0.kv_bytes && s1.bytes_codes < s0.bytes_codes, "%s: bytes %llu -> %llu",
-                              what, (unsigned long long)s0.kv_bytes, (unsigned long long)s1.kv_bytes);
+                              (unsigned long long)blocks_full,
+                              (unsigned long long)kv_cache_blocks_in_use(d.kv));
+                    CHECK_MSG(s1.kv_bytes < s0.kv_bytes && s1.bytes_codes < s0.bytes_codes,
+                              "%s: bytes %llu -> %llu", what, (unsigned long long)s0.kv_bytes,
+                              (unsigned long long)s1.kv_bytes);
                     struct kv_head *hs = kv_head_at(d.kv, 1, 1);
                     CHECK_MSG(hs->n_q <= 1, "%s: special-only head keeps %d packed groups", what, hs->n_q);
                     for (int i = 0; i < 4; i++) {
                         int live = 0;
                         struct kv_head *hd = &d.kv->heads[i];
-                        for (int g = 0; g < hd->n_q; g++) live += __builtin_popcount(hd->qm[g].live);
-                        CHECK_MSG(hd->n_q == (live + p.group - 1) / p.group, "%s head %d: %d groups for %d live", what, i,
-                                  hd->n_q, live);
+                        for (int g = 0; g < hd->n_q; g++)
+                            live += __builtin_popcount(hd->qm[g].live);
+                        CHECK_MSG(hd->n_q == (live + p.group - 1) / p.group,
+                                  "%s head %d: %d groups for %d live", what, i, hd->n_q, live);
                     }
                 }
             }
             kv_stats_release(&s0);
             kv_stats_release(&s1);
             int moves = 0;
-            for (int i = 0; i < 4; i++) moves += kh[i].n_moves;
+            for (int i = 0; i < 4; i++)
+                moves += kh[i].n_moves;
             printf("%s: %d key moves by compaction over 160 steps\n", what, moves);
-            for (int i = 0; i < 4; i++) kh_free(&kh[i]);
+            for (int i = 0; i < 4; i++)
+                kh_free(&kh[i]);
             free(st);
             free(sp);
-            for (int h = 0; h < 2; h++) ec_free(&E[h]);
+            for (int h = 0; h < 2; h++)
+                ec_free(&E[h]);
             drv_free(&d);
         }
 }
@@ -1224,11 +1321,13 @@ static void test_fastgen_profiled(struct kn_backend *be) {
             char what[96];
             snprintf(what, sizeof what, "fastgen profiled B=%d %s", B, block ? "block" : "ours");
             struct ecache E[2];
-            for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, p.head_dim);
+            for (int h = 0; h < 2; h++)
+                ec_init(&E[h], p.n_ctx, p.head_dim);
             uint8_t *st = malloc((size_t)p.n_ctx);
             int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
             struct khist kh[4];
-            for (int i = 0; i < 4; i++) kh_init(&kh[i], p.n_ctx, p.head_dim);
+            for (int i = 0; i < 4; i++)
+                kh_init(&kh[i], p.n_ctx, p.head_dim);
             int ok = drv_prompt(&d, 150, 48) == 0;
             CHECK_MSG(ok, "%s: prompt", what);
             int fails = ok ? check_composed(&d, E, st, sp, kh, 0, what) : 1;
@@ -1252,10 +1351,12 @@ static void test_fastgen_profiled(struct kn_backend *be) {
             }
             printf("\n");
             CHECK_MSG(evicting > 0, "%s: some head evicts (got none; the test would prove little)", what);
-            for (int i = 0; i < 4; i++) kh_free(&kh[i]);
+            for (int i = 0; i < 4; i++)
+                kh_free(&kh[i]);
             free(st);
             free(sp);
-            for (int h = 0; h < 2; h++) ec_free(&E[h]);
+            for (int h = 0; h < 2; h++)
+                ec_free(&E[h]);
             drv_free(&d);
         }
 }
@@ -1302,7 +1403,8 @@ static void test_compaction(struct kn_backend *be) {
             int ok = drv_prompt(&d, 256, 64) == 0;
             CHECK_MSG(ok, "%s: prompt", what);
             for (int i = 0; i < 4; i++) {
-                d.kv->heads[i].comps = i == 3 ? KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ : KV_C_SPECIAL | KV_C_PUNCT;
+                d.kv->heads[i].comps =
+                    i == 3 ? KV_C_SPECIAL | KV_C_PUNCT | KV_C_FREQ : KV_C_SPECIAL | KV_C_PUNCT;
                 d.kv->heads[i].heavy_k = 20;
             }
             uint64_t q_used0 = d.kv->q_pool.n_used;
@@ -1315,7 +1417,8 @@ static void test_compaction(struct kn_backend *be) {
                 nq0[i] = hd->n_q;
                 dead0[i] = hd->n_q * p.group - before[i].n;
             }
-            for (int i = 0; i < 4 && ok; i++) ok = kv_kivi_commit(d.kv, i / 2, i % 2) == 0;
+            for (int i = 0; i < 4 && ok; i++)
+                ok = kv_kivi_commit(d.kv, i / 2, i % 2) == 0;
             d.kv->n_res = 0;
             CHECK_MSG(ok, "%s: hand-made commit", what);
             double max_rel = 0.0, sum_d2 = 0.0, sum_q2 = 0.0;
@@ -1324,15 +1427,16 @@ static void test_compaction(struct kn_backend *be) {
                 struct kv_head *hd = &d.kv->heads[i];
                 static struct snap after;
                 snap_head(hd, f, &after);
-                CHECK_MSG(dead0[i] >= p.group, "%s head %d: only %d dead slots before (the test needs >= G)", what, i,
-                          dead0[i]);
+                CHECK_MSG(dead0[i] >= p.group, "%s head %d: only %d dead slots before (the test needs >= G)",
+                          what, i, dead0[i]);
                 CHECK_EQ_INT(after.n, before[i].n);
                 CHECK_EQ_INT(hd->n_q, (before[i].n + p.group - 1) / p.group);
                 CHECK_MSG(hd->n_q < nq0[i], "%s head %d: %d groups -> %d", what, i, nq0[i], hd->n_q);
                 int same_set = after.n == before[i].n, v_same = 1, meta_same = 1, k_ok = 1;
                 for (int a = 0; a < after.n && same_set; a++) {
                     int b = 0;
-                    while (b < before[i].n && before[i].pos[b] != after.pos[a]) b++;
+                    while (b < before[i].n && before[i].pos[b] != after.pos[a])
+                        b++;
                     if (b == before[i].n) {
                         same_set = 0;
                         break;
@@ -1343,7 +1447,8 @@ static void test_compaction(struct kn_backend *be) {
                     int g = 0, t = 0;
                     for (g = 0; g < hd->n_q; g++) {
                         for (t = 0; t < p.group; t++)
-                            if (((hd->qm[g].live >> t) & 1) && kv_gm_pos(&hd->qm[g], t) == after.pos[a]) break;
+                            if (((hd->qm[g].live >> t) & 1) && kv_gm_pos(&hd->qm[g], t) == after.pos[a])
+                                break;
                         if (t < p.group) break;
                     }
                     const kn_half *ks = (const kn_half *)((unsigned char *)hd->qb[g] + kv_q_off_kscale(f));
@@ -1368,35 +1473,39 @@ static void test_compaction(struct kn_backend *be) {
                 CHECK_MSG(v_same, "%s head %d: values copied exactly", what, i);
                 CHECK_MSG(k_ok, "%s head %d: keys moved by at most s'/2 of the merged group", what, i);
             }
-            CHECK_MSG(d.kv->q_pool.n_used < q_used0, "%s: packed blocks %llu -> %llu", what, (unsigned long long)q_used0,
-                      (unsigned long long)d.kv->q_pool.n_used);
+            CHECK_MSG(d.kv->q_pool.n_used < q_used0, "%s: packed blocks %llu -> %llu", what,
+                      (unsigned long long)q_used0, (unsigned long long)d.kv->q_pool.n_used);
             printf("%s: keys of %ld/%d merged tokens moved; max move %.2f s'/2, rms move %.4f vs rms first "
                    "quantisation error %.4f\n",
                    what, n_moved, before[0].n + before[1].n + before[2].n + before[3].n, max_rel,
                    sqrt(sum_d2 / (double)(n_el ? n_el : 1)), sqrt(sum_q2 / (double)(n_el ? n_el : 1)));
             // and the cache goes on consistently (more evictions, more compactions)
             struct ecache E[2];
-            for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, p.head_dim);
+            for (int h = 0; h < 2; h++)
+                ec_init(&E[h], p.n_ctx, p.head_dim);
             uint8_t *st = malloc((size_t)p.n_ctx);
             int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
             struct khist kh[4];
-            for (int i = 0; i < 4; i++) kh_init(&kh[i], p.n_ctx, p.head_dim);
+            for (int i = 0; i < 4; i++)
+                kh_init(&kh[i], p.n_ctx, p.head_dim);
             for (int step = 0; step < 60 && ok; step++) {
                 ok = drv_decode(&d) == 0;
                 char w2[128];
                 snprintf(w2, sizeof w2, "%s then step %d", what, step);
                 if (ok && check_composed(&d, E, st, sp, kh, 1, w2)) break;
             }
-            for (int i = 0; i < 4; i++) kh_free(&kh[i]);
+            for (int i = 0; i < 4; i++)
+                kh_free(&kh[i]);
             free(st);
             free(sp);
-            for (int h = 0; h < 2; h++) ec_free(&E[h]);
+            for (int h = 0; h < 2; h++)
+                ec_free(&E[h]);
             drv_free(&d);
         }
 }
 
-// Positions more than 65535 apart never share a group (pos_off is 16-bit): a context that jumps from position 19
-// to 70000 closes the filling group early, and compaction merges only within reach.
+// Positions more than 65535 apart never share a group (pos_off is 16-bit): a context that jumps from position
+// 19 to 70000 closes the filling group early, and compaction merges only within reach.
 static void test_position_jump(struct kn_backend *be) {
     for (int block = 0; block <= 1; block++) {
         struct kv_cache_params p;
@@ -1410,15 +1519,18 @@ static void test_position_jump(struct kn_backend *be) {
         char what[96];
         snprintf(what, sizeof what, "position jump %s", block ? "block" : "ours");
         struct ecache E[2];
-        for (int h = 0; h < 2; h++) ec_init(&E[h], p.n_ctx, p.head_dim);
+        for (int h = 0; h < 2; h++)
+            ec_init(&E[h], p.n_ctx, p.head_dim);
         uint8_t *st = malloc((size_t)p.n_ctx);
         int32_t *sp = malloc(sizeof(int32_t) * 2 * (size_t)(p.n_ctx + 64));
         struct khist kh[4];
-        for (int i = 0; i < 4; i++) kh_init(&kh[i], p.n_ctx, p.head_dim);
+        for (int i = 0; i < 4; i++)
+            kh_init(&kh[i], p.n_ctx, p.head_dim);
         int ok = drv_prompt(&d, 40, 40) == 0;
         for (int step = 0; step < 110 && ok; step++) {
             if (step == 60)
-                for (int i = 0; i < 4; i++) d.kv->heads[i].comps = KV_C_SPECIAL | KV_C_PUNCT;
+                for (int i = 0; i < 4; i++)
+                    d.kv->heads[i].comps = KV_C_SPECIAL | KV_C_PUNCT;
             ok = drv_store(&d, 1, 70000 + step) == 0 && kv_cache_commit(d.kv, KV_PHASE_DECODE) == 0;
             CHECK_MSG(ok, "%s: decode %d", what, step);
             char w2[128];
@@ -1442,23 +1554,25 @@ static void test_position_jump(struct kn_backend *be) {
                 }
                 CHECK_MSG(span_ok, "%s head %d: a group spans more than 65535 positions", w2, i);
                 int opt = (lo + p.group - 1) / p.group + (hi + p.group - 1) / p.group;
-                CHECK_MSG(hd->n_q <= opt || step < 60, "%s head %d: %d groups for %d + %d live tokens", w2, i, hd->n_q,
-                          lo, hi);
+                CHECK_MSG(hd->n_q <= opt || step < 60, "%s head %d: %d groups for %d + %d live tokens", w2, i,
+                          hd->n_q, lo, hi);
             }
         }
         CHECK(ok);
-        for (int i = 0; i < 4; i++) kh_free(&kh[i]);
+        for (int i = 0; i < 4; i++)
+            kh_free(&kh[i]);
         free(st);
         free(sp);
-        for (int h = 0; h < 2; h++) ec_free(&E[h]);
+        for (int h = 0; h < 2; h++)
+            ec_free(&E[h]);
         drv_free(&d);
     }
 }
 
 int main(void) {
     char err[256];
-    // one thread for the cache tests (a spinning pool only costs time on a shared machine); two threads and the
-    // forced-scalar kernels for the fused attention test
+    // one thread for the cache tests (a spinning pool only costs time on a shared machine); two threads and
+    // the forced-scalar kernels for the fused attention test
     struct kn_backend *be = kn_cpu_init(1, err, sizeof err);
     struct kn_backend *be2 = kn_cpu_init(2, err, sizeof err);
     struct kn_backend *be_scalar = kn_cpu_init(1, err, sizeof err);
