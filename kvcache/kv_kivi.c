@@ -84,6 +84,10 @@ static int complete_ready(struct kv_cache *kv, struct kv_head *hd) {
     int n_fill = hd->n_fill, k = 0, any = 0;
     if (kv_ensure_scratch(kv, (size_t)hd->n_fp + (size_t)n_fill + 1)) return -1;
     int32_t *remap = kv->tmp_i + hd->n_fp;
+    int n_done = 0; // groups about to be packed: room first, so that a failure leaves the lists intact
+    for (int f = 0; f < n_fill; f++)
+        n_done += group_ready(&hd->fm[f]) && hd->fm[f].live != 0;
+    if (grow_packed(kv, hd, hd->n_q + n_done)) return -1;
     for (int f = 0; f < n_fill; f++) {
         if (!group_ready(&hd->fm[f])) {
             hd->fb[k] = hd->fb[f];
@@ -97,7 +101,6 @@ static int complete_ready(struct kv_cache *kv, struct kv_head *hd) {
             kv_pool_put(&kv->q_pool, hd->fb[f]);
             continue;
         }
-        if (grow_packed(kv, hd, hd->n_q + 1)) return -1;
         hd->qb[hd->n_q] = hd->fb[f];
         hd->qm[hd->n_q] = hd->fm[f];
         if (hd->qscore) // slots without a live token carry no score
