@@ -137,12 +137,22 @@ struct bw_arg {
 };
 static void *bw_thread(void *v) {
     struct bw_arg *a = v;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
-    for (size_t i = 0; i + 8 <= a->n; i += 8) {
-        s0 += a->p[i]; s1 += a->p[i + 1]; s2 += a->p[i + 2]; s3 += a->p[i + 3];
-        s4 += a->p[i + 4]; s5 += a->p[i + 5]; s6 += a->p[i + 6]; s7 += a->p[i + 7];
+    size_t i = 0;
+    float sum = 0;
+#if defined(__AVX2__)
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (; i + 32 <= a->n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a->p + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a->p + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(a->p + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(a->p + i + 24));
     }
-    a->sum = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (int k = 0; k < 8; k++) sum += t[k];
+#endif
+    for (; i < a->n; i++) sum += a->p[i];
+    a->sum = sum;
     return NULL;
 }
 static double bandwidth(int n_threads, size_t nbytes, int reps) {
