@@ -57,8 +57,10 @@ struct ivl {
 // pending op; the next op either fuses with it or launches it first (pre_op, q_push), so stream order is call
 // order. Held back: add (absorbed by an rmsnorm of its sum), rope of up to KN_PEND_ROPE_TOK tokens (absorbed by
 // a rope with the same positions and parameters: queries then keys) and decode GEMVs (absorbed by GEMVs of the
-// same type, K and input: q/k/v, gate/up; a gate/up pair also absorbs the glu that follows it).
-enum { PEND_NONE, PEND_ADD, PEND_ROPE, PEND_GEMV };
+// same type, K and input: q/k/v, gate/up; a gate/up pair also absorbs the glu that follows it) and kv_store,
+// whose staged slot table is not sent yet: the attention that follows sends its own tables with it, one copy
+// instead of two.
+enum { PEND_NONE, PEND_ADD, PEND_ROPE, PEND_GEMV, PEND_KV_STORE };
 #define KN_PEND_ROPE_TOK 8
 struct kn_pend {
     int kind;
@@ -74,6 +76,10 @@ struct kn_pend {
     int gtype, gnt;
     int64_t gK;
     const float *gx;
+    const struct kv_slot *kdst; // kv_store (staged, maybe not sent yet)
+    const float *kk, *kv;
+    const int32_t *kpos;        // staged
+    int kn_tok, kn_head, kD;
 };
 
 struct kn_cuda {
@@ -765,6 +771,13 @@ static int pend_flush(struct kn_cuda *cu) {
                                                       cu->gemv_legacy));
         prof_end(cu, pd->g.n_mat > 1 ? PR_GEMV_FUSED : PR_GEMV, t0);
         break;
+    case PEND_KV_STORE:
+        rc = stage_send(cu);
+        if (rc == 0)
+            rc = launch_rc(cu, "kv_store",
+                           kn_cuda_kv_store(cu->stream, pd->kdst, pd->kk, pd->kv, pd->kpos, pd->kn_tok, pd->kn_head, pd->kD));
+        prof_end(cu, PR_KV_STORE, t0);
+        break;
     default: break;
     }
     return rc;
@@ -1063,7 +1076,9 @@ static int attn_decode_plan(struct kn_cuda *cu, struct kn_cuda_attn_params *p, i
 
 static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) {
     struct kn_cuda *cu = cu_of(be);
-    if (pre_op(cu) || a->n_tok <= 0) return;
+    // a held-back kv_store stays pending until this op's tables are staged (one copy for both)
+    if (!(cu->pend.kind == PEND_KV_STORE && !cu->q_n) && pre_op(cu)) return;
+    if (a->n_tok <= 0) return;
     const double t0 = prof_t0(cu);
     const struct kv_layer_view *kv = a->kv;
     const int D = kv->head_dim, H = kv->n_head_kv;
@@ -1148,6 +1163,7 @@ static void cuda_attention(struct kn_backend *be, const struct kn_attn_args *a) 
     for (size_t i = 0; i < k; i++) ptr_bits |= (uintptr_t)ptrs[i];
     p.q_pos = stage_pos(cu, a->q_pos, a->n_tok);
     if (stage_send(cu)) return;
+    if (pend_flush(cu)) return; // the held-back kv_store, its slot table sent with ours
     if (!cu->attn_legacy && a->n_tok <= KN_CUDA_DEC_MAX_TOK && !(ptr_bits & 15)) {
         struct kn_cuda_attn_params dp = p;
         if (attn_decode_plan(cu, &dp, max_chunks) == 0) {
@@ -1177,6 +1193,18 @@ static void cuda_kv_store(struct kn_backend *be, const struct kv_slot *dst, cons
     if (stage_reserve(cu, ns * sizeof *dst + (size_t)n_tok * 4)) return;
     const struct kv_slot *d_dst = stage_put(cu, dst, ns * sizeof *dst);
     const int32_t *d_pos = stage_pos(cu, pos, n_tok);
+    if (cu->fuse) { // held back: the attention that follows sends its tables in the same copy
+        struct kn_pend *pd = &cu->pend;
+        pd->kdst = d_dst;
+        pd->kk = k;
+        pd->kv = v;
+        pd->kpos = d_pos;
+        pd->kn_tok = n_tok;
+        pd->kn_head = n_head_kv;
+        pd->kD = D;
+        pd->kind = PEND_KV_STORE;
+        return;
+    }
     if (stage_send(cu)) return;
     launch_rc(cu, "kv_store", kn_cuda_kv_store(cu->stream, d_dst, k, v, d_pos, n_tok, n_head_kv, D));
     prof_end(cu, PR_KV_STORE, t0);

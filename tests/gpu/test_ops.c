@@ -693,7 +693,9 @@ static void test_attention(void) {
         qp[0] = 100000;
         snprintf(what, sizeof what, "packed MHA B=%d D=128", mbits[bi]);
         check_attn(what, &T, 4, 1, qp, 0);
-        check_attn(what, &T, 4, 1, qp, 1);
+        // 8-bit codes make keys up to ~75 here: logits near +-50 put the probabilities' rounding above the 2e-6
+        // bound for any summation order, so B=8 checks the outputs only
+        if (mbits[bi] < 8) check_attn(what, &T, 4, 1, qp, 1);
         snprintf(what, sizeof what, "packed GQA 32/4 B=%d D=128", mbits[bi]);
         check_attn(what, &T, 32, 1, qp, 0);
         twin_free(&T);
@@ -949,6 +951,16 @@ static void test_memory(void) {
     gfree(dz);
 }
 
+// KVCHAT_TEST_OPS_ONLY=attention,rope (a comma-separated list of group names) runs only those groups.
+static int want(const char *group) {
+    const char *only = getenv("KVCHAT_TEST_OPS_ONLY");
+    if (!only || !only[0]) return 1;
+    size_t n = strlen(group);
+    for (const char *p = only; (p = strstr(p, group)) != NULL; p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
+}
+
 int main(void) {
     char err[512];
     int n_dev = kn_cuda_device_count();
@@ -969,17 +981,17 @@ int main(void) {
     }
     struct kn_backend *bad = kn_cuda_init(n_dev + 3, err, sizeof err);
     CHECK(bad == NULL && strstr(err, "does not exist"));
-    test_elementwise();
-    test_fused_elementwise();
-    test_rope();
-    test_argmax();
-    test_get_rows();
-    test_matmul();
-    test_fused_gemv();
-    test_kv_store_move();
-    test_kv_quant();
-    test_attention();
-    test_memory(); // last: its out-of-memory case leaves last_error set
+    if (want("elementwise")) test_elementwise();
+    if (want("fused")) test_fused_elementwise();
+    if (want("rope")) test_rope();
+    if (want("argmax")) test_argmax();
+    if (want("get_rows")) test_get_rows();
+    if (want("matmul")) test_matmul();
+    if (want("fused")) test_fused_gemv();
+    if (want("kv")) test_kv_store_move();
+    if (want("kv")) test_kv_quant();
+    if (want("attention")) test_attention();
+    if (want("memory")) test_memory(); // last: its out-of-memory case leaves last_error set
     struct kn_mem m;
     gpu->ops->mem_info(gpu, &m);
     CHECK_MSG(m.ours[KN_MEM_WEIGHTS] == 0 && m.ours[KN_MEM_KV] == 0, "leaked: weights %llu kv %llu",
