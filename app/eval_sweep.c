@@ -179,7 +179,9 @@ int app_eval_sweep(const struct app_params *p) {
     char err[1024];
     float rec[SWEEP_MAX_T];
     int n_rec = 0;
-    if (p->recovery != 0.95f) { // given: that T alone; the default: the paper's 0.95 and 0.98
+    struct app_params dflt;
+    app_params_default(&dflt);
+    if (p->recovery != dflt.recovery) { // given: that T alone; the default: the paper's 0.95 and 0.98
         rec[n_rec++] = p->recovery;
     } else {
         rec[n_rec++] = 0.95f;

@@ -162,6 +162,7 @@ static void test_engine(const int32_t got[][48], const int *n_got, const struct 
     struct app_params p;
     app_params_default(&p);
     p.chat_template = "gemma"; // the golden chat ids were recorded with Gemma's turn markers
+    p.kv_policy = KV_POLICY_FULL; // and with the full cache (greedy() above)
     p.model_path = MODEL_PATH;
     p.temp = 0.0f;
     p.repeat_penalty = 1.0f;

@@ -25,11 +25,11 @@ gemma=assets/models/gemma-3-270m-q4_k_m.gguf
 
 modes="full|--kv-policy full
 fastgen|--kv-policy fastgen
-kv4|--kv-bits 4 --kv-residual 32
-kv2|--kv-bits 2 --kv-residual 32
+kv4|--kv-policy full --kv-bits 4 --kv-residual 32
+kv2|--kv-policy full --kv-bits 2 --kv-residual 32
 fastgen+kv2|--kv-policy fastgen --kv-bits 2 --kv-residual 32
-kv4-default-residual|--kv-bits 4
-kv2-block-flush|--kv-bits 2 --kv-residual 64 --kv-flush block"
+kv4-default-residual|--kv-policy full --kv-bits 4
+kv2-block-flush|--kv-policy full --kv-bits 2 --kv-residual 64 --kv-flush block"
 
 # run NAME ARGS...: generate with both devices and compare the outputs.
 run_case() {
@@ -103,7 +103,7 @@ else
 fi
 
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -n "$stories" ]; then
-  for margs in "--kv-policy fastgen --kv-bits 2 --kv-residual 32" "--kv-bits 4 --kv-residual 32"; do
+  for margs in "--kv-policy fastgen --kv-bits 2 --kv-residual 32" "--kv-policy full --kv-bits 4 --kv-residual 32"; do
     # shellcheck disable=SC2086
     compute-sanitizer --tool memcheck --leak-check full "$bin" -m "$stories/stories260K.bin" \
       --tokenizer "$stories/tok512.model" -p "Once upon a time, there was a little girl named Lily" -n 24 --temp 0 \

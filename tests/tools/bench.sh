@@ -18,5 +18,5 @@ for t in q4_k_m q8_0; do
 done
 threads=${KVCHAT_BENCH_THREADS:-$(nproc)}
 for t in q4_k_m q8_0; do
-  ./kvchat bench -m "$dir/tinyllama-$t.gguf" -t "$threads" --device cpu --ctx 128 --bench-gen 32 "$@"
+  ./kvchat bench -m "$dir/tinyllama-$t.gguf" -t "$threads" --device cpu --kv-policy full --ctx 128 --bench-gen 32 "$@"
 done

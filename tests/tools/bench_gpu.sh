@@ -36,8 +36,8 @@ mode_args() {
   case $1 in
     full) echo "--kv-policy full" ;;
     fastgen) echo "--kv-policy fastgen" ;;
-    kv4) echo "--kv-bits 4" ;;
-    kv2) echo "--kv-bits 2" ;;
+    kv4) echo "--kv-policy full --kv-bits 4" ;;
+    kv2) echo "--kv-policy full --kv-bits 2" ;;
     fastgen+kv2) echo "--kv-policy fastgen --kv-bits 2" ;;
     *) echo "bench-gpu: unknown mode $1" >&2; echo "" ;;
   esac
