@@ -1,5 +1,11 @@
 // kernels/kn_cuda.c — the CUDA backend: device, stream, cuBLAS, counted device allocations, pinned staging of
-// the small per-call host arrays, the ordered KV command queue, and the op table over kernels/*.cu launchers.
+// the small per-call host arrays, the ordered KV command queue, launch fusion (one held-back op, struct kn_pend),
+// and the op table over kernels/*.cu launchers.
+//
+// CUDA graphs are not used for the decode step: every step changes what the launches read on the host side
+// (block tables and positions staged per layer, KIVI command chains whose length varies, attention grids that
+// grow with the context), so a captured graph would need re-capture or per-node parameter updates each step,
+// which costs about what the launches it replaces cost; fusion cuts the launches instead.
 #include "kernels/kn.h"
 
 #include <stdio.h>
