@@ -91,6 +91,7 @@ static const struct opt opts[] = {
     {NULL, "--ctx", O_STR, OFF(ctx_list), 0, 0},
     {NULL, "--bench-gen", O_INT, OFF(bench_gen), 1, 1 << 16},
     {NULL, "--no-color", O_FLAG, OFF(no_color), 0, 0},
+    {NULL, "--int8-matmul", O_FLAG, OFF(int8_matmul), 0, 0},
     {NULL, "--log-file", O_STR, OFF(log_file), 0, 0},
     {NULL, "--demo", O_STR, OFF(demo_file), 0, 0},
     {NULL, "--record", O_STR, OFF(record_file), 0, 0},
@@ -270,6 +271,7 @@ const char *app_cli_usage(void) {
            "  --no-echo               do not print the prompt before the completion\n"
            "  --no-tui                line chat          --json      print a JSON stats object at the end\n"
            "  --device auto|cpu|cuda  compute device (default auto)\n"
+           "  --int8-matmul           CPU decode: int8 activations, as llama.cpp (faster, less exact)\n"
            "\nKV cache:\n"
            "  --kv-policy P           full|fastgen|pyramidkv|snapkv|h2o|local (default fastgen)\n"
            "  --recovery T            FastGen attention recovery target (default 0.98)\n"

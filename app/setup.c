@@ -23,7 +23,9 @@ struct kn_backend *app_backend_create(const struct app_params *p, char *err, siz
         if (be) return be;
         app_log(APP_LOG_WARN, "CUDA device present but unusable (%s); using the CPU", why);
     }
-    return kn_cpu_init(p->n_threads, err, errlen);
+    struct kn_backend *be = kn_cpu_init(p->n_threads, err, errlen);
+    if (be && p->int8_matmul) kn_cpu_set_int8_act(be, 1);
+    return be;
 }
 
 void app_kv_params(const struct app_params *p, const struct model *m, int n_ctx, struct kv_cache_params *kp) {

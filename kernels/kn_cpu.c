@@ -24,6 +24,7 @@ struct kn_cpu {
     struct kn_backend base;
     int n_threads;
     int scalar;
+    int int8_act; // 1: decode matmuls quantise activations to int8 (kn_cpu_set_int8_act; off by default)
     char err[256];
     uint64_t ours[KN_MEM_TAGS];
     uint64_t peak;
@@ -69,6 +70,8 @@ void kn_cpu_set_error(struct kn_cpu *cpu, const char *fmt, ...) {
 
 int kn_cpu_scalar_forced(const struct kn_cpu *cpu) { return cpu->scalar; }
 void kn_cpu_force_scalar(struct kn_backend *be, int on) { cpu_of(be)->scalar = on != 0; }
+int kn_cpu_int8_act(const struct kn_cpu *cpu) { return cpu->int8_act; }
+void kn_cpu_set_int8_act(struct kn_backend *be, int on) { cpu_of(be)->int8_act = on != 0; }
 
 int kn_cpu_n_threads(const struct kn_backend *be) {
     if (!be || !kn_is_cpu(be)) return 0;

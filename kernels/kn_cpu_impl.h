@@ -38,6 +38,31 @@ int kn_cpu_scalar_forced(const struct kn_cpu *cpu);
 // Forces (1) or releases (0) the scalar kernels on this backend; for tests and benchmarks.
 void kn_cpu_force_scalar(struct kn_backend *be, int on);
 
+// 1 when decode matmuls on quantised weights use int8 activations (kernels/kn_cpu_q8.c), 0 (the default) when
+// they use fp32 activations (exact up to fp32 rounding). kn_cpu_set_int8_act() switches it per backend.
+int kn_cpu_int8_act(const struct kn_cpu *cpu);
+
+// ---- int8 activations for decode matmuls (kernels/kn_cpu_q8.c) ----
+#define KN_Q8_MAX_TOK 8 // most tokens per call
+// One activation row of K values, quantised for one weight type: codes q (K), per-32-value scale d and d·Σq
+// in s (legacy weights), or per-256-value scale d and the 16-value code sums bsum (k-quant weights).
+struct kn_q8_row {
+    int8_t *q;
+    float *d;
+    float *s;
+    int16_t *bsum;
+};
+// 1 when weights of this type have an int8-activation kernel.
+int kn_q8_supported(int type);
+// Bytes of one row's buffer (64-byte aligned parts); kn_q8_row_view lays a row out in such a buffer.
+size_t kn_q8_row_bytes(int64_t K);
+void kn_q8_row_view(void *base, int64_t K, struct kn_q8_row *r);
+// The portable definition of the quantisation (tests compare the SIMD one with it).
+void kn_q8_quantize_row_ref(int wtype, const float *x, int64_t K, const struct kn_q8_row *r);
+// y(n_tok, N) = x · Wᵀ with x quantised to int8 per row; 0 done, -1 not applicable (no SIMD, type, n_tok).
+int kn_cpu_matmul_q8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const float *x, int n_tok,
+                     int rows_per_task);
+
 // Ops implemented in the other kn_cpu_*.c files (contracts as in struct kn_ops, kernels/kn.h).
 // y(n_tok, w->n_rows) = x(n_tok, w->n_cols) · Wᵀ; y must not alias x
 void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, const float *x, int n_tok);

@@ -889,6 +889,9 @@ void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, c
 #ifdef KN_SIMD
     if (!kn_cpu_scalar_forced(cpu)) {
         if (n_tok < KN_MM_PANEL_MIN) {
+            if (kn_cpu_int8_act(cpu) && kn_q8_supported(w->type) &&
+                kn_cpu_matmul_q8(cpu, y, w, x, n_tok, mm_rows_per_task(c.N, 4, 512)) == 0)
+                return;
             if (type_has_min(w->type)) {
                 c.xsum_stride = c.K / 32 + 8;
                 float *xs = kn_cpu_shared_scratch(cpu, sizeof(float) * (size_t)n_tok * (size_t)c.xsum_stride);

@@ -97,6 +97,74 @@ static void load_tensor(struct kn_backend *be, struct kn_tensor *t, int type, in
     CHECK(be->ops->tensor_load(be, t, data) == 0);
 }
 
+// The int8 activation format the decode matmuls use with int8 activations (kernels/kn_cpu_q8.c), restated
+// here: per block of B values (32 for legacy weights, 256 for k-quants) d = amax/127, q = round-half-even(x/d)
+// computed as x·(127/amax). xq(n_tok, K) = q·d: what the int8 kernels multiply with, exactly.
+static void act_int8_ref(int type, const float *x, int64_t K, int n_tok, double *xq, double *dmax) {
+    int B = kn_type_block_size(type) == KN_QK_K ? 256 : 32;
+    for (int t = 0; t < n_tok; t++)
+        for (int64_t b = 0; b < K; b += B) {
+            const float *xb = x + (size_t)t * K + b;
+            float amax = 0.0f;
+            for (int i = 0; i < B; i++) amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax;
+            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            double d = (double)(amax / 127.0f);
+            for (int i = 0; i < B; i++) {
+                float v = xb[i] * id;
+                double q = nearbyint((double)v); // default rounding mode: half to even, as vcvtps2dq
+                xq[(size_t)t * K + b + i] = q * d;
+                dmax[(size_t)t * K + b + i] = d;
+            }
+        }
+}
+
+// With int8 activations (--int8-matmul), decode calls (n_tok < 8) on quantised weights equal the exact sum over
+// the int8-rounded activations (1e-5 of Σ|w·x|), and differ from the fp32 sum by no more than the rounding
+// allows: Σ_k |w_k|·d_k/2. Other calls (prefill, float weights) are the fp32 path and must be as exact.
+static void check_matmul_int8(int type, const void *w, int64_t N, int64_t K, const float *x, int n_tok,
+                              const double *yr, const double *mag, const struct kn_tensor *t1,
+                              const struct kn_tensor *t2) {
+    int q8 = n_tok < 8 && kn_q8_supported(type);
+    size_t ny = (size_t)n_tok * N;
+    float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
+    kn_cpu_set_int8_act(be1, 1);
+    kn_cpu_set_int8_act(be2, 1);
+    be1->ops->matmul(be1, y1, t1, x, n_tok);
+    be2->ops->matmul(be2, y2, t2, x, n_tok);
+    kn_cpu_set_int8_act(be1, 0);
+    kn_cpu_set_int8_act(be2, 0);
+    double *xq = malloc(sizeof(double) * (size_t)n_tok * K), *dq = malloc(sizeof(double) * (size_t)n_tok * K);
+    if (q8) act_int8_ref(type, x, K, n_tok, xq, dq);
+    float *row = malloc(sizeof(float) * (size_t)K);
+    size_t rb = kn_row_bytes(type, K);
+    double worst = 0, worst_bound = 0;
+    int same = 1;
+    for (int64_t r = 0; r < N; r++) {
+        kn_dequant_row(type, (const uint8_t *)w + (size_t)r * rb, row, K);
+        for (int t = 0; t < n_tok; t++) {
+            size_t o = (size_t)t * N + (size_t)r;
+            double s = 0, m = 0, bound = 0;
+            for (int64_t k = 0; q8 && k < K; k++) {
+                s += (double)row[k] * xq[(size_t)t * K + k];
+                m += fabs((double)row[k] * xq[(size_t)t * K + k]);
+                bound += fabs((double)row[k]) * dq[(size_t)t * K + k] * 0.5;
+            }
+            double e = q8 ? fabs(y1[o] - s) / (m + 1e-30) : fabs(y1[o] - yr[o]) / (mag[o] + 1e-30);
+            worst = e > worst ? e : worst;
+            double eb = fabs(y1[o] - yr[o]) / (bound + 1e-5 * mag[o] + 1e-30);
+            worst_bound = eb > worst_bound ? eb : worst_bound;
+            if (memcmp(&y1[o], &y2[o], 4) != 0) same = 0;
+        }
+    }
+    CHECK_MSG(worst <= 1e-5, "%s int8 N=%lld K=%lld n_tok=%d: rel err %.3g vs the int8-rounded sum", kn_type_name(type),
+              (long long)N, (long long)K, n_tok, worst);
+    CHECK_MSG(!q8 || worst_bound <= 1.0, "%s int8 N=%lld K=%lld n_tok=%d: %.3g x the rounding bound", kn_type_name(type),
+              (long long)N, (long long)K, n_tok, worst_bound);
+    CHECK_MSG(same, "%s int8 N=%lld K=%lld n_tok=%d: 1 and 2 threads differ", kn_type_name(type), (long long)N,
+              (long long)K, n_tok);
+    free(y1); free(y2); free(xq); free(dq); free(row);
+}
+
 // ---- matmul --------------------------------------------------------------------------------------
 
 static void check_matmul(int type, int64_t N, int64_t K, int n_tok) {
@@ -129,6 +197,7 @@ static void check_matmul(int type, int64_t N, int64_t K, int n_tok) {
               (long long)N, (long long)K, n_tok, worst_s);
     CHECK_MSG(same, "%s N=%lld K=%lld n_tok=%d: 1 and 2 threads differ", kn_type_name(type), (long long)N,
               (long long)K, n_tok);
+    check_matmul_int8(type, w, N, K, x, n_tok, yr, mag, &t1, &t2);
     be1->ops->tensor_unload(be1, &t1);
     be2->ops->tensor_unload(be2, &t2);
     free(w); free(x); free(yr); free(mag); free(y1); free(y2); free(ys);
@@ -894,6 +963,8 @@ int main(void) {
     be2 = kn_cpu_init(2, err, sizeof err);
     CHECK(be1 && be2);
     if (!be1 || !be2) return test_done();
+    kn_cpu_set_int8_act(be1, 0); // the default, fp32 activations: held to 1e-5 of the exact sums;
+    kn_cpu_set_int8_act(be2, 0); // check_matmul_int8 turns int8 on for its own calls
     test_memory();
     test_pool();
     test_matmul();

@@ -567,6 +567,21 @@ static void check_errs(const char *name, struct errs e) {
     CHECK_MSG(e.batch_vs_decode <= TOL_SELF, "%s batch vs decode %.3g", name, e.batch_vs_decode);
 }
 
+// The int8 activations of the CPU decode matmuls (--int8-matmul) (kernels/kn_cpu_q8.c; their kernels are held to the
+// int8-rounded sums in test_kn_cpu) against the same fp32 reference: a looser bound, which a wrong kernel
+// (errors of the order of the logits themselves) still breaks. Measured: 1.6e-2 to 2.3e-2 on these fixtures.
+#define TOL_INT8 5e-2
+
+static void check_int8(struct rec *be, const char *path, const char *name, int n_split, uint64_t seed) {
+    kn_cpu_set_int8_act(be->in, 1);
+    struct errs e = run_fixture(be, path, 20, n_split, seed, 0);
+    kn_cpu_set_int8_act(be->in, 0);
+    printf("%-26s int8 activations: decode %.1e  prefill+decode %.1e\n", name, e.run[1], e.run[2]);
+    CHECK_MSG(e.run[0] <= TOL, "%s int8: batch (fp32 path) %.3g", name, e.run[0]);
+    CHECK_MSG(e.run[1] <= TOL_INT8, "%s int8: decode %.3g", name, e.run[1]);
+    CHECK_MSG(e.run[2] <= TOL_INT8, "%s int8: prefill+decode %.3g", name, e.run[2]);
+}
+
 static void test_llama_types(struct rec *be) {
     static const int legacy[] = {KN_F32, KN_F16, KN_BF16, KN_Q8_0, KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1};
     static const int kq[] = {KN_Q4_K, KN_Q5_K, KN_Q6_K};
@@ -588,6 +603,7 @@ static void test_llama_types(struct rec *be) {
         const char *p = tmp_file(name);
         CHECK(fx_write(&f, p, FX_OK) == 0);
         check_errs(name, run_fixture(be, p, 20, 7, 7 + i, 0));
+        if (legacy[i] == KN_Q8_0 || legacy[i] == KN_Q4_1 || legacy[i] == KN_Q5_0) check_int8(be, p, name, 7, 7 + i);
     }
     for (size_t i = 0; i < sizeof kq / sizeof *kq; i++) {
         struct fx f = {.arch = "llama",
@@ -606,6 +622,7 @@ static void test_llama_types(struct rec *be) {
         const char *p = tmp_file(name);
         CHECK(fx_write(&f, p, FX_OK) == 0);
         check_errs(name, run_fixture(be, p, 20, 9, 17 + i, 0));
+        check_int8(be, p, name, 9, 17 + i);
     }
     // every type in one model (tied output), legacy rows
     static const int mix[] = {KN_Q4_0, KN_F16, KN_Q8_0, KN_Q5_1, KN_BF16, KN_Q4_1, KN_F32, KN_Q5_0};
@@ -1179,6 +1196,8 @@ int main(void) {
     struct kn_backend *cpu = kn_cpu_init(2, err, sizeof err);
     CHECK_MSG(cpu != NULL, "%s", err);
     if (cpu) {
+        kn_cpu_set_int8_act(cpu, 0); // the default (fp32 activations); check_int8 turns int8 on
+
         struct rec rb;
         rec_init(&rb, cpu);
         test_llama_types(&rb);

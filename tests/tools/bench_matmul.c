@@ -1,7 +1,7 @@
 // tests/tools/bench_matmul.c — CPU matmul throughput on TinyLlama-1.1B shapes (Q4_K_M mix, Q8_0), plus a
 // streaming-read bandwidth estimate, reported as the implied tokens/s of the whole model's matmuls.
 //
-// usage: bench_matmul [-t THREADS] [-r REPS] [-n N_TOK,...] [-m q4km|q8_0|f16|...,...] [--scalar] [--no-bw]
+// usage: bench_matmul [-t THREADS] [-r REPS] [-n N_TOK,...] [-m q4km|q8_0|f16|...,...] [--scalar] [--int8] [--no-bw]
 //                     [--attn CTX,...]   (decode attention instead: 22 layers, 32 heads / 4 KV heads, head_dim 64)
 #include <pthread.h>
 #include <stdint.h>
@@ -288,7 +288,7 @@ static int bench_attention(struct kn_backend *be, const char *ctxs, int reps) {
 }
 
 int main(int argc, char **argv) {
-    int n_threads = 2, reps = 5, scalar = 0, do_bw = 1;
+    int n_threads = 2, reps = 5, scalar = 0, int8 = 0, do_bw = 1;
     const char *toks = "1,128", *mixes = "q4km,q8_0", *attn = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-t") && i + 1 < argc) n_threads = atoi(argv[++i]);
@@ -296,6 +296,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) toks = argv[++i];
         else if (!strcmp(argv[i], "-m") && i + 1 < argc) mixes = argv[++i];
         else if (!strcmp(argv[i], "--scalar")) scalar = 1;
+        else if (!strcmp(argv[i], "--int8")) int8 = 1;
         else if (!strcmp(argv[i], "--no-bw")) do_bw = 0;
         else if (!strcmp(argv[i], "--attn") && i + 1 < argc) attn = argv[++i];
         else {
@@ -311,13 +312,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (scalar) kn_cpu_force_scalar(be, 1);
+    if (int8) kn_cpu_set_int8_act(be, 1);
     if (attn) {
         int rc = bench_attention(be, attn, reps);
         kn_free(be);
         return rc;
     }
-    printf("TinyLlama-1.1B matmuls (22 layers x q,k,v,o,gate,up,down + output), %d threads%s\n", n_threads,
-           scalar ? ", scalar kernels" : "");
+    printf("TinyLlama-1.1B matmuls (22 layers x q,k,v,o,gate,up,down + output), %d threads%s%s\n", n_threads,
+           scalar ? ", scalar kernels" : "", int8 ? ", int8 activations for n_tok < 8" : "");
     if (do_bw) {
         double bw1 = bandwidth(1, (size_t)1 << 30, 3), bw2 = bandwidth(n_threads, (size_t)1 << 30, 3);
         printf("streaming read bandwidth (1 GiB sum): 1 thread %.1f GB/s, %d threads %.1f GB/s\n", bw1, n_threads,
