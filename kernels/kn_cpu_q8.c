@@ -1,15 +1,17 @@
-// kernels/kn_cpu_q8.c — decode matmuls with int8 activations: x quantised once per call, then AVX2 integer dot products.
+// kernels/kn_cpu_q8.c — decode matmuls with int8 activations: x quantised once per call, then AVX2 integer
+// dot products.
 //
 // Activation formats (one per weight type, chosen at quantisation time; see struct kn_q8_row):
 //  * legacy weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): per 32 values d = amax/127, q = rint(x/d) in [-127, 127],
 //    s = d·Σq (Q8_1-like: the Q4_1/Q5_1 min terms are m·s);
 //  * k-quant weights (Q4_K, Q5_K, Q6_K): per 256 values d = amax/127, q as above, and the exact integer sums
 //    of each 16 codes (Q8_K-like: the Q4_K/Q5_K min terms and the Q6_K offset of 32 use them).
-// Kernels: unsigned weight codes (or |w| with the sign moved onto the activation, for the signed legacy types)
-// times int8 activations with vpmaddubsw, pairs to int32 with vpmaddwd (the k-quants multiply their 6- or 8-bit
-// sub-block scales in that step), int32 sums per block / super-block, then one int->float conversion and one FMA
-// by d_w·d_x per block (legacy) or super-block (k-quants). No saturation: |pair| <= 2·128·127 = 32512.
-// Each output is computed by one thread in a fixed order, so results do not depend on the thread count.
+// Kernels: unsigned weight codes (or |w| with the sign moved onto the activation, for the signed legacy
+// types) times int8 activations with vpmaddubsw, pairs to int32 with vpmaddwd (the k-quants multiply their 6-
+// or 8-bit sub-block scales in that step), int32 sums per block / super-block, then one int->float conversion
+// and one FMA by d_w·d_x per block (legacy) or super-block (k-quants). No saturation: |pair| <= 2·128·127 =
+// 32512. Each output is computed by one thread in a fixed order, so results do not depend on the thread
+// count.
 #include "kernels/kn_cpu_impl.h"
 
 #include <math.h>
@@ -28,9 +30,17 @@ static size_t al64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 int kn_q8_supported(int type) {
     switch (type) {
-    case KN_Q4_0: case KN_Q4_1: case KN_Q5_0: case KN_Q5_1: case KN_Q8_0:
-    case KN_Q4_K: case KN_Q5_K: case KN_Q6_K: return 1;
-    default: return 0;
+    case KN_Q4_0:
+    case KN_Q4_1:
+    case KN_Q5_0:
+    case KN_Q5_1:
+    case KN_Q8_0:
+    case KN_Q4_K:
+    case KN_Q5_K:
+    case KN_Q6_K:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -78,7 +88,8 @@ void kn_q8_quantize_row_ref(int wtype, const float *x, int64_t K, const struct k
             r->d[i] = q8_block_ref(x + 256 * i, 256, r->q + 256 * i, &sum);
             for (int g = 0; g < 16; g++) {
                 int s = 0;
-                for (int j = 0; j < 16; j++) s += r->q[256 * i + 16 * g + j];
+                for (int j = 0; j < 16; j++)
+                    s += r->q[256 * i + 16 * g + j];
                 r->bsum[16 * i + g] = (int16_t)s;
             }
         }
@@ -119,7 +130,8 @@ static inline int hsum8i(__m256i v) {
 
 static inline __m256 absmax32(const float *x, __m256 m) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    for (int v = 0; v < 4; v++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * v)));
+    for (int v = 0; v < 4; v++)
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * v)));
     return m;
 }
 static inline float hmax8(__m256 m) {
@@ -132,7 +144,8 @@ static inline float hmax8(__m256 m) {
 // 32 values times id -> 32 codes at q; i[0..3] the codes as int32 (values 0-7, 8-15, 16-23, 24-31).
 KN_AI void quant32(const float *x, float id, int8_t *q, __m256i *i) {
     const __m256 vid = _mm256_set1_ps(id);
-    for (int v = 0; v < 4; v++) i[v] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * v), vid));
+    for (int v = 0; v < 4; v++)
+        i[v] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * v), vid));
     // packs interleave the 128-bit lanes: dwords come out as 0,2,4,6,1,3,5,7 groups of four codes
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
@@ -144,7 +157,8 @@ static void q8_quantize_row(int wtype, const float *x, int64_t K, const struct k
         for (int64_t b = 0; b < K / 256; b++) {
             const float *xb = x + 256 * b;
             __m256 m = _mm256_setzero_ps();
-            for (int j = 0; j < 8; j++) m = absmax32(xb + 32 * j, m);
+            for (int j = 0; j < 8; j++)
+                m = absmax32(xb + 32 * j, m);
             float amax = hmax8(m);
             float id = amax > 0.0f ? 127.0f / amax : 0.0f;
             r->d[b] = amax / 127.0f;
@@ -163,7 +177,8 @@ static void q8_quantize_row(int wtype, const float *x, int64_t K, const struct k
             quant32(x + 32 * j, id, r->q + 32 * j, iv);
             float d = amax / 127.0f;
             r->d[j] = d;
-            r->s[j] = d * (float)hsum8i(_mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3])));
+            r->s[j] = d * (float)hsum8i(_mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]),
+                                                         _mm256_add_epi32(iv[2], iv[3])));
         }
     }
 }
@@ -175,7 +190,7 @@ struct q8_ctx {
     int64_t K, N;
     size_t row_bytes;
     const uint8_t *w;
-    float *y;        // (n_tok, N)
+    float *y; // (n_tok, N)
     int n_tok;
     int rows_per_task;
     struct kn_q8_row act[KN_Q8_MAX_TOK]; // per token
@@ -185,7 +200,8 @@ struct q8_ctx {
 #define KN_Q8_PF_DIST 1024
 static inline void prefetch_span(const void *p, size_t nbytes) {
     const char *c = (const char *)p + KN_Q8_PF_DIST;
-    for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+    for (size_t o = 0; o < nbytes; o += 64)
+        _mm_prefetch(c + o, _MM_HINT_T0);
 }
 
 // Codes of 32 legacy values: 16 bytes of nibbles -> low nibbles are values 0..15, high nibbles 16..31.
@@ -198,8 +214,8 @@ KN_AI __m256i nib32(const uint8_t *qs) {
 KN_AI __m256i hibit32(const uint8_t *qhp) {
     uint32_t qh;
     memcpy(&qh, qhp, 4);
-    const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
-                                         3, 3, 3, 3, 3, 3, 3);
+    const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2,
+                                         2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
     __m256i v = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), sel), bit);
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
@@ -227,7 +243,8 @@ KN_AI void q8_legacy(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, con
         KN_UNROLL
         for (int a = 0; a < NA; a++) {
             KN_UNROLL
-            for (int t = 0; t < T; t++) acc[a][t] = _mm256_setzero_ps();
+            for (int t = 0; t < T; t++)
+                acc[a][t] = _mm256_setzero_ps();
         }
         for (int64_t i = 0; i < nb; i++) {
             const uint8_t *p = row + (size_t)i * bb;
@@ -283,8 +300,9 @@ KN_AI void q8_legacy(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, con
 }
 
 // The 8 six-bit scales and mins of a Q4_K/Q5_K super-block as bytes sc0..7, m0..7. The block starts with
-// d, dmin (4 bytes) then scales[12]: as dwords [D, L1, L2, L3] with L1 = s[0..3], L2 = s[4..7], L3 = s[8..11],
-// sc0..3 = L1 & 63, m0..3 = L2 & 63, sc4..7 = (L3 & 15) | (L1 >> 6) << 4, m4..7 = (L3 >> 4) | (L2 >> 6) << 4.
+// d, dmin (4 bytes) then scales[12]: as dwords [D, L1, L2, L3] with L1 = s[0..3], L2 = s[4..7], L3 =
+// s[8..11], sc0..3 = L1 & 63, m0..3 = L2 & 63, sc4..7 = (L3 & 15) | (L1 >> 6) << 4, m4..7 = (L3 >> 4) | (L2
+// >> 6) << 4.
 KN_AI __m128i k4_scales(const void *blk) {
     __m128i v = _mm_loadu_si128((const __m128i *)blk);
     __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)); // L1 L3 L2 L3
@@ -338,11 +356,12 @@ KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const 
                 qhp = b->qh;
             }
             const void *blk = row + (size_t)i * (type == KN_Q4_K ? sizeof(struct kn_block_q4_k)
-                                                                  : sizeof(struct kn_block_q5_k));
+                                                                 : sizeof(struct kn_block_q5_k));
             __m256i sm = _mm256_cvtepu8_epi16(k4_scales(blk)); // sc0..7 | m0..7 as words
             __m256i scl = _mm256_permute4x64_epi64(sm, 0x44);  // sc0..7 in both lanes
             __m128i mn = _mm256_extracti128_si256(sm, 1);
-            __m256i qh = type == KN_Q5_K ? _mm256_loadu_si256((const __m256i *)(const void *)qhp) : _mm256_setzero_si256();
+            __m256i qh = type == KN_Q5_K ? _mm256_loadu_si256((const __m256i *)(const void *)qhp)
+                                         : _mm256_setzero_si256();
             __m256i is[4];
             KN_UNROLL
             for (int ch = 0; ch < 4; ch++) {
@@ -352,20 +371,36 @@ KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const 
                     // bit 2ch of each qh byte to bit 4 (lo), bit 2ch+1 to bit 4 (hi)
                     __m256i h0, h1;
                     switch (ch) {
-                    case 0: h0 = _mm256_slli_epi16(qh, 4); h1 = _mm256_slli_epi16(qh, 3); break;
-                    case 1: h0 = _mm256_slli_epi16(qh, 2); h1 = _mm256_slli_epi16(qh, 1); break;
-                    case 2: h0 = qh; h1 = _mm256_srli_epi16(qh, 1); break;
-                    default: h0 = _mm256_srli_epi16(qh, 2); h1 = _mm256_srli_epi16(qh, 3); break;
+                    case 0:
+                        h0 = _mm256_slli_epi16(qh, 4);
+                        h1 = _mm256_slli_epi16(qh, 3);
+                        break;
+                    case 1:
+                        h0 = _mm256_slli_epi16(qh, 2);
+                        h1 = _mm256_slli_epi16(qh, 1);
+                        break;
+                    case 2:
+                        h0 = qh;
+                        h1 = _mm256_srli_epi16(qh, 1);
+                        break;
+                    default:
+                        h0 = _mm256_srli_epi16(qh, 2);
+                        h1 = _mm256_srli_epi16(qh, 3);
+                        break;
                     }
                     lo = _mm256_or_si256(lo, _mm256_and_si256(h0, b4));
                     hi = _mm256_or_si256(hi, _mm256_and_si256(h1, b4));
                 }
-                __m256i s0 = _mm256_shuffle_epi8(scl, BCAST_W(2 * ch)), s1 = _mm256_shuffle_epi8(scl, BCAST_W(2 * ch + 1));
+                __m256i s0 = _mm256_shuffle_epi8(scl, BCAST_W(2 * ch)),
+                        s1 = _mm256_shuffle_epi8(scl, BCAST_W(2 * ch + 1));
                 KN_UNROLL
                 for (int t = 0; t < T; t++) {
                     const int8_t *a = aq[t] + 256 * i + 64 * ch;
-                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(const void *)a)), s0);
-                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(const void *)(a + 32))), s1);
+                    __m256i p0 = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(const void *)a)), s0);
+                    __m256i p1 = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(const void *)(a + 32))),
+                        s1);
                     __m256i p = _mm256_add_epi32(p0, p1);
                     is[t] = ch == 0 ? p : _mm256_add_epi32(is[t], p);
                 }
@@ -376,17 +411,19 @@ KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const 
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * da), _mm256_cvtepi32_ps(is[t]), acc[t]);
                 const __m128i *bp = (const __m128i *)(const void *)(ab[t] + 16 * i);
                 __m128i b32 = _mm_hadd_epi16(_mm_loadu_si128(bp), _mm_loadu_si128(bp + 1)); // 32-value sums
-                accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmw * da), _mm_cvtepi32_ps(_mm_madd_epi16(mn, b32)), accm[t]);
+                accm[t] =
+                    _mm_fmadd_ps(_mm_set1_ps(dmw * da), _mm_cvtepi32_ps(_mm_madd_epi16(mn, b32)), accm[t]);
             }
         }
         KN_UNROLL
-        for (int t = 0; t < T; t++) c->y[(size_t)(t0 + t) * c->N + r] = hsum8(acc[t]) - hsum4(accm[t]);
+        for (int t = 0; t < T; t++)
+            c->y[(size_t)(t0 + t) * c->N + r] = hsum8(acc[t]) - hsum4(accm[t]);
     }
 }
 
-// Q6_K: per 128-value half, codes 0..63 (offset 32) for values l, l+32, l+64, l+96 from ql[l], ql[l+32] (low /
-// high nibble) and qh[l] (2-bit fields); one signed 8-bit scale per 16 values, multiplied in by vpmaddwd. The
-// offset: Σ_g sc_g·32·(16-value code sum g), subtracted in int32.
+// Q6_K: per 128-value half, codes 0..63 (offset 32) for values l, l+32, l+64, l+96 from ql[l], ql[l+32] (low
+// / high nibble) and qh[l] (2-bit fields); one signed 8-bit scale per 16 values, multiplied in by vpmaddwd.
+// The offset: Σ_g sc_g·32·(16-value code sum g), subtracted in int32.
 KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
     const int64_t nsb = c->K / 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
@@ -399,10 +436,12 @@ KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const i
         ab[t] = c->act[t0 + t].bsum;
     }
     for (int64_t r = r0; r < r1; r++) {
-        const struct kn_block_q6_k *row = (const struct kn_block_q6_k *)(const void *)(c->w + (size_t)r * c->row_bytes);
+        const struct kn_block_q6_k *row =
+            (const struct kn_block_q6_k *)(const void *)(c->w + (size_t)r * c->row_bytes);
         __m256 acc[4];
         KN_UNROLL
-        for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const struct kn_block_q6_k *b = row + i;
             prefetch_span(b, sizeof *b);
@@ -411,29 +450,39 @@ KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const i
             __m256i is[4];
             KN_UNROLL
             for (int t = 0; t < T; t++) // the offset first: -32 Σ_g sc_g bsum_g
-                is[t] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                         _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(const void *)(ab[t] + 16 * i))), 5));
+                is[t] = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi32(
+                        _mm256_madd_epi16(
+                            sc16, _mm256_loadu_si256((const __m256i *)(const void *)(ab[t] + 16 * i))),
+                        5));
             KN_UNROLL
             for (int h = 0; h < 2; h++) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(const void *)(b->ql + 64 * h));
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(const void *)(b->ql + 64 * h + 32));
                 __m256i hb = _mm256_loadu_si256((const __m256i *)(const void *)(b->qh + 32 * h));
                 __m256i q[4];
-                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
-                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
-                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                       _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                       _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_and_si256(hb, m30));
                 q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                        _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
                 // this half's 8 scales as words in both lanes; chunk k: low lane sc[2k], high lane sc[2k+1]
                 __m256i sh = _mm256_permute4x64_epi64(sc16, h ? 0xEE : 0x44);
                 KN_UNROLL
                 for (int k = 0; k < 4; k++) {
-                    __m256i s = _mm256_shuffle_epi8(sh, _mm256_set_m128i(_mm_set1_epi16((short)(((4 * k + 3) << 8) | (4 * k + 2))),
-                                                                         _mm_set1_epi16((short)(((4 * k + 1) << 8) | (4 * k)))));
+                    __m256i s = _mm256_shuffle_epi8(
+                        sh, _mm256_set_m128i(_mm_set1_epi16((short)(((4 * k + 3) << 8) | (4 * k + 2))),
+                                             _mm_set1_epi16((short)(((4 * k + 1) << 8) | (4 * k)))));
                     KN_UNROLL
                     for (int t = 0; t < T; t++) {
                         const int8_t *a = aq[t] + 256 * i + 128 * h + 32 * k;
-                        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(const void *)a)), s);
+                        __m256i p = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(const void *)a)),
+                            s);
                         is[t] = _mm256_add_epi32(is[t], p);
                     }
                 }
@@ -444,16 +493,25 @@ KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const i
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ad[t][i]), _mm256_cvtepi32_ps(is[t]), acc[t]);
         }
         KN_UNROLL
-        for (int t = 0; t < T; t++) c->y[(size_t)(t0 + t) * c->N + r] = hsum8(acc[t]);
+        for (int t = 0; t < T; t++)
+            c->y[(size_t)(t0 + t) * c->N + r] = hsum8(acc[t]);
     }
 }
 
-#define Q8_T(call_T)                                                                                       \
-    switch (nt) {                                                                                          \
-    case 1: call_T(1); break;                                                                              \
-    case 2: call_T(2); break;                                                                              \
-    case 3: call_T(3); break;                                                                              \
-    default: call_T(4); break;                                                                             \
+#define Q8_T(call_T)                                                                                         \
+    switch (nt) {                                                                                            \
+    case 1:                                                                                                  \
+        call_T(1);                                                                                           \
+        break;                                                                                               \
+    case 2:                                                                                                  \
+        call_T(2);                                                                                           \
+        break;                                                                                               \
+    case 3:                                                                                                  \
+        call_T(3);                                                                                           \
+        break;                                                                                               \
+    default:                                                                                                 \
+        call_T(4);                                                                                           \
+        break;                                                                                               \
     }
 
 static void q8_task(void *vctx, int task, int tid) {
@@ -473,14 +531,22 @@ static void q8_task(void *vctx, int task, int tid) {
 #define C_Q4K(T) q8_k45(c, r0, r1, t0, KN_Q4_K, T)
 #define C_Q5K(T) q8_k45(c, r0, r1, t0, KN_Q5_K, T)
 #define C_Q6K(T) q8_k6(c, r0, r1, t0, T)
-        case KN_Q4_0: Q8_T(C_Q40) break;
-        case KN_Q4_1: Q8_T(C_Q41) break;
-        case KN_Q5_0: Q8_T(C_Q50) break;
-        case KN_Q5_1: Q8_T(C_Q51) break;
-        case KN_Q8_0: Q8_T(C_Q80) break;
-        case KN_Q4_K: Q8_T(C_Q4K) break;
-        case KN_Q5_K: Q8_T(C_Q5K) break;
-        default: Q8_T(C_Q6K) break;
+        case KN_Q4_0:
+            Q8_T(C_Q40) break;
+        case KN_Q4_1:
+            Q8_T(C_Q41) break;
+        case KN_Q5_0:
+            Q8_T(C_Q50) break;
+        case KN_Q5_1:
+            Q8_T(C_Q51) break;
+        case KN_Q8_0:
+            Q8_T(C_Q80) break;
+        case KN_Q4_K:
+            Q8_T(C_Q4K) break;
+        case KN_Q5_K:
+            Q8_T(C_Q5K) break;
+        default:
+            Q8_T(C_Q6K) break;
         }
     }
 }
@@ -517,7 +583,12 @@ int kn_cpu_matmul_q8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, co
     kn_cpu_parallel(cpu, (int)((c.N + rows_per_task - 1) / rows_per_task), q8_task, &c);
     return 0;
 #else
-    (void)cpu; (void)y; (void)w; (void)x; (void)n_tok; (void)rows_per_task;
+    (void)cpu;
+    (void)y;
+    (void)w;
+    (void)x;
+    (void)n_tok;
+    (void)rows_per_task;
     return -1;
 #endif
 }
