@@ -221,6 +221,21 @@ KN_AI __m256i hibit32(const uint8_t *qhp) {
     return _mm256_and_si256(_mm256_cmpeq_epi8(v, bit), _mm256_set1_epi8(0x10));
 }
 
+// The activation rows of tokens t0 .. t0+T-1, as arrays the kernels index by t.
+struct q8_toks {
+    const int8_t *q[4];
+    const float *d[4], *s[4];
+    const int16_t *b[4];
+};
+KN_AI void q8_toks(const struct q8_ctx *c, int t0, int T, struct q8_toks *tk) {
+    for (int t = 0; t < T; t++) {
+        tk->q[t] = c->act[t0 + t].q;
+        tk->d[t] = c->act[t0 + t].d;
+        tk->s[t] = c->act[t0 + t].s;
+        tk->b[t] = c->act[t0 + t].bsum;
+    }
+}
+
 // Legacy types, one block of 32 per step. Signed types (Q4_0, Q5_0, Q8_0): |w| · (x with w's sign).
 // Unsigned (Q4_1, Q5_1): w · x plus the min term m·s_x, kept in a scalar per token.
 KN_AI void q8_legacy(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const int type, const int T) {
@@ -229,13 +244,10 @@ KN_AI void q8_legacy(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, con
     const int has_min = type == KN_Q4_1 || type == KN_Q5_1;
     const int NA = T == 1 ? 2 : 1; // T == 1: two accumulator chains (the FMA latency per block)
     const __m256i ones = _mm256_set1_epi16(1);
-    const int8_t *aq[4];
-    const float *ad[4], *as[4];
-    for (int t = 0; t < T; t++) {
-        aq[t] = c->act[t0 + t].q;
-        ad[t] = c->act[t0 + t].d;
-        as[t] = c->act[t0 + t].s;
-    }
+    struct q8_toks tk;
+    q8_toks(c, t0, T, &tk);
+    const int8_t *const *aq = tk.q;
+    const float *const *ad = tk.d, *const *as = tk.s;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = c->w + (size_t)r * c->row_bytes;
         __m256 acc[2][4];
@@ -321,14 +333,11 @@ KN_AI __m128i k4_scales(const void *blk) {
 KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const int type, const int T) {
     const int64_t nsb = c->K / 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    const int8_t *aq[4];
-    const float *ad[4];
-    const int16_t *ab[4];
-    for (int t = 0; t < T; t++) {
-        aq[t] = c->act[t0 + t].q;
-        ad[t] = c->act[t0 + t].d;
-        ab[t] = c->act[t0 + t].bsum;
-    }
+    struct q8_toks tk;
+    q8_toks(c, t0, T, &tk);
+    const int8_t *const *aq = tk.q;
+    const float *const *ad = tk.d;
+    const int16_t *const *ab = tk.b;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = c->w + (size_t)r * c->row_bytes;
         __m256 acc[4];
@@ -427,14 +436,11 @@ KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const 
 KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
     const int64_t nsb = c->K / 256;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    const int8_t *aq[4];
-    const float *ad[4];
-    const int16_t *ab[4];
-    for (int t = 0; t < T; t++) {
-        aq[t] = c->act[t0 + t].q;
-        ad[t] = c->act[t0 + t].d;
-        ab[t] = c->act[t0 + t].bsum;
-    }
+    struct q8_toks tk;
+    q8_toks(c, t0, T, &tk);
+    const int8_t *const *aq = tk.q;
+    const float *const *ad = tk.d;
+    const int16_t *const *ab = tk.b;
     for (int64_t r = r0; r < r1; r++) {
         const struct kn_block_q6_k *row =
             (const struct kn_block_q6_k *)(const void *)(c->w + (size_t)r * c->row_bytes);
