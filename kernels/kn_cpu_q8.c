@@ -477,7 +477,7 @@ KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const i
                 q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                        _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
                 // this half's 8 scales as words in both lanes; chunk k: low lane sc[2k], high lane sc[2k+1]
-                __m256i sh = _mm256_permute4x64_epi64(sc16, h ? 0xEE : 0x44);
+                __m256i sh = h ? _mm256_permute4x64_epi64(sc16, 0xEE) : _mm256_permute4x64_epi64(sc16, 0x44);
                 KN_UNROLL
                 for (int k = 0; k < 4; k++) {
                     __m256i s = _mm256_shuffle_epi8(
