@@ -25,7 +25,7 @@
 
 #define KN_MM_PANEL_MIN 8 // n_tok from which the panel path is used
 #define KN_MM_KC 512      // columns per panel slice (a multiple of 256)
-#if defined(__AVX512F__) && !defined(KN_NO_AVX512)
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && !defined(KN_NO_AVX512)
 #define KN_MM_AVX512 1 // the panel micro-kernels use 512-bit FMAs: 16-token tiles, one zmm per tile column
 #define KN_MM_TILE 16  // tokens per packed x tile
 #define KN_MM_MR 12    // rows per panel micro-kernel: 24 zmm accumulators
@@ -392,6 +392,16 @@ static inline __m256 cvt8(const int8_t *c) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c)));
 }
 
+#ifdef KN_MM_AVX512
+static inline __m512 cvt16(const int8_t *c) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)c)));
+}
+// The two 8-lane halves of z added: lane j = z[j] + z[j + 8].
+static inline __m256 half_sum(__m512 z) {
+    return _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+}
+#endif
+
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -426,6 +436,67 @@ static inline void prefetch_span(const void *p, size_t nbytes) {
 // (and no faster when they are cached); copying each super-block into an L1 staging buffer one step ahead
 // did not help either.
 
+#ifdef KN_MM_AVX512
+// AVX-512: 16 code bytes -> 16 dwords give 16 low-nibble and 16 high-nibble values per step.
+KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
+    const int64_t K = c->K, nsb = K / KN_QK_K;
+    const float *xt[4], *xs[4];
+    for (int t = 0; t < T; t++) {
+        xt[t] = c->x + (size_t)(t0 + t) * K;
+        xs[t] = c->xsum + (size_t)(t0 + t) * c->xsum_stride;
+    }
+    const __m512i m4 = _mm512_set1_epi32(15);
+    _Alignas(32) float sc[8];
+    const struct kn_block_q4_k *row = (const struct kn_block_q4_k *)(c->w + (size_t)r * c->row_bytes);
+    __m512 acc0[4], acc1[4];
+    __m256 accm[4];
+    KN_UNROLL
+    for (int t = 0; t < T; t++) {
+        acc0[t] = acc1[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < nsb; i++) {
+        const struct kn_block_q4_k *b = row + i;
+        prefetch_span(b, sizeof *b);
+        __m256 vsc, vm;
+        kscales8(b, &vsc, &vm);
+        _mm256_store_ps(sc, vsc);
+        KN_UNROLL
+        for (int t = 0; t < T; t++) accm[t] = _mm256_fnmadd_ps(vm, _mm256_loadu_ps(xs[t] + 8 * i), accm[t]);
+        KN_UNROLL
+        for (int ch = 0; ch < 4; ch++) {
+            __m512 sl[4], sh[4];
+            KN_UNROLL
+            for (int m = 0; m < 2; m++) {
+                const __m128i *qp = (const __m128i *)(const void *)(b->qs + 32 * ch + 16 * m);
+                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(qp));
+                __m512 wl = _mm512_cvtepi32_ps(_mm512_and_si512(q, m4));
+                __m512 wh = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
+                KN_UNROLL
+                for (int t = 0; t < T; t++) {
+                    const float *xp = xt[t] + 256 * i + 64 * ch + 16 * m;
+                    if (m == 0) {
+                        sl[t] = _mm512_mul_ps(wl, _mm512_loadu_ps(xp));
+                        sh[t] = _mm512_mul_ps(wh, _mm512_loadu_ps(xp + 32));
+                    } else {
+                        sl[t] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xp), sl[t]);
+                        sh[t] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xp + 32), sh[t]);
+                    }
+                }
+            }
+            __m512 s0 = _mm512_set1_ps(sc[2 * ch]), s1 = _mm512_set1_ps(sc[2 * ch + 1]);
+            KN_UNROLL
+            for (int t = 0; t < T; t++) {
+                acc0[t] = _mm512_fmadd_ps(s0, sl[t], acc0[t]);
+                acc1[t] = _mm512_fmadd_ps(s1, sh[t], acc1[t]);
+            }
+        }
+    }
+    KN_UNROLL
+    for (int t = 0; t < T; t++)
+        c->y[(size_t)(t0 + t) * c->N + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) + hsum8(accm[t]);
+}
+#else
 KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
     const int64_t K = c->K, nsb = K / KN_QK_K;
     const float *xt[4], *xs[4];
@@ -479,6 +550,8 @@ KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
     for (int t = 0; t < T; t++) c->y[(size_t)(t0 + t) * c->N + r] = hsum8(_mm256_add_ps(acc0[t], acc1[t]));
 }
 
+#endif
+
 KN_AI void dot_q4k(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
     for (int64_t r = r0; r < r1; r++) dot_q4k_row(c, r, t0, T);
 }
@@ -495,8 +568,17 @@ KN_AI void dot_q8_0(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, cons
         for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nbk; i++) {
             const struct kn_block_q8_0 *b = blk + i;
-            __m256 w[4], s[4];
+            __m256 s[4];
             if ((i & 1) == 0) prefetch_span(b, 2 * sizeof *b);
+#ifdef KN_MM_AVX512
+            __m512 w0 = cvt16(b->qs), w1 = cvt16(b->qs + 16);
+            KN_UNROLL
+            for (int t = 0; t < T; t++) {
+                const float *xp = xt[t] + 32 * i;
+                s[t] = half_sum(_mm512_fmadd_ps(w1, _mm512_loadu_ps(xp + 16), _mm512_mul_ps(w0, _mm512_loadu_ps(xp))));
+            }
+#else
+            __m256 w[4];
             KN_UNROLL
             for (int v = 0; v < 4; v++) w[v] = cvt8(b->qs + 8 * v);
             KN_UNROLL
@@ -507,6 +589,7 @@ KN_AI void dot_q8_0(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, cons
                 s[t] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xp + 16), s[t]);
                 s[t] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xp + 24), s[t]);
             }
+#endif
             __m256 d = _mm256_set1_ps(h2f_fast(b->d));
             KN_UNROLL
             for (int t = 0; t < T; t++) {
@@ -523,7 +606,19 @@ KN_AI void dot_q8_0(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, cons
 // One sub-block of S (32 or 16) unpacked codes against T tokens: acc[t] += scale * Σ code·x.
 KN_AI void sub_dot(const int8_t *cj, const float *const *xt, int64_t k, float scale, const int S, const int T,
                    __m256 *acc) {
-    __m256 w[4], s[4];
+    __m256 s[4];
+#ifdef KN_MM_AVX512
+    __m512 w[2];
+    KN_UNROLL
+    for (int v = 0; v < S / 16; v++) w[v] = cvt16(cj + 16 * v);
+    KN_UNROLL
+    for (int t = 0; t < T; t++) {
+        __m512 z = _mm512_mul_ps(w[0], _mm512_loadu_ps(xt[t] + k));
+        if (S == 32) z = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xt[t] + k + 16), z);
+        s[t] = half_sum(z);
+    }
+#else
+    __m256 w[4];
     KN_UNROLL
     for (int v = 0; v < S / 8; v++) w[v] = cvt8(cj + 8 * v);
     KN_UNROLL
@@ -532,6 +627,7 @@ KN_AI void sub_dot(const int8_t *cj, const float *const *xt, int64_t k, float sc
         KN_UNROLL
         for (int v = 1; v < S / 8; v++) s[t] = _mm256_fmadd_ps(w[v], _mm256_loadu_ps(xt[t] + k + 8 * v), s[t]);
     }
+#endif
     __m256 sc = _mm256_set1_ps(scale);
     KN_UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(sc, s[t], acc[t]);
