@@ -431,13 +431,54 @@ static inline void prefetch_span(const void *p, size_t nbytes) {
 #endif
 }
 
-// Q4_K straight from the weights: 8 code bytes -> 8 dwords give 8 low-nibble and 8 high-nibble values.
+// The vector of the panel micro-kernels and the Q4_K decode kernel: zmm with AVX-512, ymm otherwise. MM_W
+// lanes = KN_MM_TILE (one packed tile column); MM_LOADQ(p) zero-extends MM_W code bytes to dwords;
+// MM_SUBMIN(acc, m, x) subtracts the 8 lanes m·x from acc (the low 8 lanes with AVX-512).
+#ifdef KN_MM_AVX512
+#define MM_V __m512
+#define MM_VI __m512i
+#define MM_VZERO _mm512_setzero_ps
+#define MM_VLOAD _mm512_load_ps
+#define MM_VLOADU _mm512_loadu_ps
+#define MM_VSET1(p) _mm512_set1_ps(*(p))
+#define MM_VFMA _mm512_fmadd_ps
+#define MM_VMUL _mm512_mul_ps
+#define MM_VADD _mm512_add_ps
+#define MM_VSTORE _mm512_storeu_ps
+#define MM_VHSUM _mm512_reduce_add_ps
+#define MM_VI_SET1 _mm512_set1_epi32
+#define MM_VI_AND _mm512_and_si512
+#define MM_VI_SRLI _mm512_srli_epi32
+#define MM_VCVT _mm512_cvtepi32_ps
+#define MM_LOADQ(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define MM_SUBMIN(acc, m, x) _mm512_sub_ps(acc, _mm512_zextps256_ps512(_mm256_mul_ps(m, x)))
+#else
+#define MM_V __m256
+#define MM_VI __m256i
+#define MM_VZERO _mm256_setzero_ps
+#define MM_VLOAD _mm256_load_ps
+#define MM_VLOADU _mm256_loadu_ps
+#define MM_VSET1(p) _mm256_broadcast_ss(p)
+#define MM_VFMA _mm256_fmadd_ps
+#define MM_VMUL _mm256_mul_ps
+#define MM_VADD _mm256_add_ps
+#define MM_VSTORE _mm256_storeu_ps
+#define MM_VHSUM hsum8
+#define MM_VI_SET1 _mm256_set1_epi32
+#define MM_VI_AND _mm256_and_si256
+#define MM_VI_SRLI _mm256_srli_epi32
+#define MM_VCVT _mm256_cvtepi32_ps
+#define MM_LOADQ(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p)))
+#define MM_SUBMIN(acc, m, x) _mm256_fnmadd_ps(m, x, acc)
+#endif
+#define MM_W KN_MM_TILE
+
+// Q4_K straight from the weights: MM_W code bytes -> MM_W dwords give MM_W low-nibble and MM_W high-nibble
+// values.
 // One row at a time: interleaving two rows' streams measured ~1.8x slower when the weights come from DRAM
 // (and no faster when they are cached); copying each super-block into an L1 staging buffer one step ahead
 // did not help either.
 
-#ifdef KN_MM_AVX512
-// AVX-512: 16 code bytes -> 16 dwords give 16 low-nibble and 16 high-nibble values per step.
 KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
     const int64_t K = c->K, nsb = K / KN_QK_K;
     const float *xt[4], *xs[4];
@@ -445,71 +486,12 @@ KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
         xt[t] = c->x + (size_t)(t0 + t) * K;
         xs[t] = c->xsum + (size_t)(t0 + t) * c->xsum_stride;
     }
-    const __m512i m4 = _mm512_set1_epi32(15);
+    const MM_VI m4 = MM_VI_SET1(15);
     _Alignas(32) float sc[8];
     const struct kn_block_q4_k *row = (const struct kn_block_q4_k *)(c->w + (size_t)r * c->row_bytes);
-    __m512 acc0[4], acc1[4];
-    __m256 accm[4];
+    MM_V acc0[4], acc1[4];
     KN_UNROLL
-    for (int t = 0; t < T; t++) {
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
-        accm[t] = _mm256_setzero_ps();
-    }
-    for (int64_t i = 0; i < nsb; i++) {
-        const struct kn_block_q4_k *b = row + i;
-        prefetch_span(b, sizeof *b);
-        __m256 vsc, vm;
-        kscales8(b, &vsc, &vm);
-        _mm256_store_ps(sc, vsc);
-        KN_UNROLL
-        for (int t = 0; t < T; t++) accm[t] = _mm256_fnmadd_ps(vm, _mm256_loadu_ps(xs[t] + 8 * i), accm[t]);
-        KN_UNROLL
-        for (int ch = 0; ch < 4; ch++) {
-            __m512 sl[4], sh[4];
-            KN_UNROLL
-            for (int m = 0; m < 2; m++) {
-                const __m128i *qp = (const __m128i *)(const void *)(b->qs + 32 * ch + 16 * m);
-                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(qp));
-                __m512 wl = _mm512_cvtepi32_ps(_mm512_and_si512(q, m4));
-                __m512 wh = _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4));
-                KN_UNROLL
-                for (int t = 0; t < T; t++) {
-                    const float *xp = xt[t] + 256 * i + 64 * ch + 16 * m;
-                    if (m == 0) {
-                        sl[t] = _mm512_mul_ps(wl, _mm512_loadu_ps(xp));
-                        sh[t] = _mm512_mul_ps(wh, _mm512_loadu_ps(xp + 32));
-                    } else {
-                        sl[t] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xp), sl[t]);
-                        sh[t] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xp + 32), sh[t]);
-                    }
-                }
-            }
-            __m512 s0 = _mm512_set1_ps(sc[2 * ch]), s1 = _mm512_set1_ps(sc[2 * ch + 1]);
-            KN_UNROLL
-            for (int t = 0; t < T; t++) {
-                acc0[t] = _mm512_fmadd_ps(s0, sl[t], acc0[t]);
-                acc1[t] = _mm512_fmadd_ps(s1, sh[t], acc1[t]);
-            }
-        }
-    }
-    KN_UNROLL
-    for (int t = 0; t < T; t++)
-        c->y[(size_t)(t0 + t) * c->N + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) + hsum8(accm[t]);
-}
-#else
-KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
-    const int64_t K = c->K, nsb = K / KN_QK_K;
-    const float *xt[4], *xs[4];
-    for (int t = 0; t < T; t++) {
-        xt[t] = c->x + (size_t)(t0 + t) * K;
-        xs[t] = c->xsum + (size_t)(t0 + t) * c->xsum_stride;
-    }
-    const __m256i m4 = _mm256_set1_epi32(15);
-    _Alignas(32) float sc[8];
-    const struct kn_block_q4_k *row = (const struct kn_block_q4_k *)(c->w + (size_t)r * c->row_bytes);
-    __m256 acc0[4], acc1[4];
-    KN_UNROLL
-    for (int t = 0; t < T; t++) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) acc0[t] = acc1[t] = MM_VZERO();
     for (int64_t i = 0; i < nsb; i++) {
         const struct kn_block_q4_k *b = row + i;
         prefetch_span(b, sizeof *b);
@@ -517,40 +499,38 @@ KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
         kscales8(b, &vsc, &vm);
         _mm256_store_ps(sc, vsc); // one store: the broadcasts below forward from it
         KN_UNROLL
-        for (int t = 0; t < T; t++) acc1[t] = _mm256_fnmadd_ps(vm, _mm256_loadu_ps(xs[t] + 8 * i), acc1[t]);
+        for (int t = 0; t < T; t++) acc1[t] = MM_SUBMIN(acc1[t], vm, _mm256_loadu_ps(xs[t] + 8 * i));
         KN_UNROLL
         for (int ch = 0; ch < 4; ch++) {
-            __m256 sl[4], sh[4];
+            MM_V sl[4], sh[4];
             KN_UNROLL
-            for (int m = 0; m < 4; m++) {
-                __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + 32 * ch + 8 * m)));
-                __m256 wl = _mm256_cvtepi32_ps(_mm256_and_si256(q, m4));
-                __m256 wh = _mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4));
+            for (int m = 0; m < 32 / MM_W; m++) {
+                MM_VI q = MM_LOADQ(b->qs + 32 * ch + MM_W * m);
+                MM_V wl = MM_VCVT(MM_VI_AND(q, m4));
+                MM_V wh = MM_VCVT(MM_VI_SRLI(q, 4));
                 KN_UNROLL
                 for (int t = 0; t < T; t++) {
-                    const float *xp = xt[t] + 256 * i + 64 * ch + 8 * m;
+                    const float *xp = xt[t] + 256 * i + 64 * ch + MM_W * m;
                     if (m == 0) {
-                        sl[t] = _mm256_mul_ps(wl, _mm256_loadu_ps(xp));
-                        sh[t] = _mm256_mul_ps(wh, _mm256_loadu_ps(xp + 32));
+                        sl[t] = MM_VMUL(wl, MM_VLOADU(xp));
+                        sh[t] = MM_VMUL(wh, MM_VLOADU(xp + 32));
                     } else {
-                        sl[t] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(xp), sl[t]);
-                        sh[t] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(xp + 32), sh[t]);
+                        sl[t] = MM_VFMA(wl, MM_VLOADU(xp), sl[t]);
+                        sh[t] = MM_VFMA(wh, MM_VLOADU(xp + 32), sh[t]);
                     }
                 }
             }
-            __m256 s0 = _mm256_broadcast_ss(sc + 2 * ch), s1 = _mm256_broadcast_ss(sc + 2 * ch + 1);
+            MM_V s0 = MM_VSET1(sc + 2 * ch), s1 = MM_VSET1(sc + 2 * ch + 1);
             KN_UNROLL
             for (int t = 0; t < T; t++) {
-                acc0[t] = _mm256_fmadd_ps(s0, sl[t], acc0[t]);
-                acc1[t] = _mm256_fmadd_ps(s1, sh[t], acc1[t]);
+                acc0[t] = MM_VFMA(s0, sl[t], acc0[t]);
+                acc1[t] = MM_VFMA(s1, sh[t], acc1[t]);
             }
         }
     }
     KN_UNROLL
-    for (int t = 0; t < T; t++) c->y[(size_t)(t0 + t) * c->N + r] = hsum8(_mm256_add_ps(acc0[t], acc1[t]));
+    for (int t = 0; t < T; t++) c->y[(size_t)(t0 + t) * c->N + r] = MM_VHSUM(MM_VADD(acc0[t], acc1[t]));
 }
-
-#endif
 
 KN_AI void dot_q4k(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, const int T) {
     for (int64_t r = r0; r < r1; r++) dot_q4k_row(c, r, t0, T);
@@ -861,107 +841,56 @@ static void panel_fill_row(int type, const uint8_t *row, int64_t k0, int kc, flo
     }
 }
 
-#ifdef KN_MM_AVX512
-// acc(R rows, 32 tokens) over kc columns: a = panel rows (stride KN_MM_KC, a constant so every row is a
-// fixed displacement from one register), b0/b1 = two packed 16-token x tiles.
+
+// acc(R rows, 2 tiles of tokens) over kc columns: a = panel rows (stride KN_MM_KC, a constant so every row is
+// a fixed displacement from one register), b0/b1 = two packed x tiles; row r, token t to out[2 MM_W r + t].
 __attribute__((always_inline)) static inline void micro_16(const float *a, const float *b0, const float *b1, int kc,
                                                            const int R, float *out) {
-    __m512 c0[KN_MM_MR], c1[KN_MM_MR];
+    MM_V c0[KN_MM_MR], c1[KN_MM_MR];
     KN_UNROLL
-    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; r++) c0[r] = c1[r] = MM_VZERO();
 #if defined(__GNUC__)
 #pragma GCC unroll 2
 #endif
     for (int k = 0; k < kc; k++) {
-        __m512 x0 = _mm512_load_ps(b0 + 16 * k), x1 = _mm512_load_ps(b1 + 16 * k);
+        MM_V x0 = MM_VLOAD(b0 + MM_W * k), x1 = MM_VLOAD(b1 + MM_W * k);
         KN_UNROLL
         for (int r = 0; r < R; r++) {
-            __m512 w = _mm512_set1_ps(a[r * KN_MM_KC + k]);
-            c0[r] = _mm512_fmadd_ps(w, x0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(w, x1, c1[r]);
+            MM_V w = MM_VSET1(a + r * KN_MM_KC + k);
+            c0[r] = MM_VFMA(w, x0, c0[r]);
+            c1[r] = MM_VFMA(w, x1, c1[r]);
         }
     }
     KN_UNROLL
     for (int r = 0; r < R; r++) {
-        _mm512_storeu_ps(out + 32 * r, c0[r]);
-        _mm512_storeu_ps(out + 32 * r + 16, c1[r]);
+        MM_VSTORE(out + 2 * MM_W * r, c0[r]);
+        MM_VSTORE(out + 2 * MM_W * r + MM_W, c1[r]);
     }
 }
 
-// acc(R rows, 16 tokens): one tile, two chains per row over even / odd k (FMA latency).
+// acc(R rows, 1 tile): two chains per row over even / odd k (FMA latency).
 __attribute__((always_inline)) static inline void micro_8(const float *a, const float *b0, int kc, const int R,
                                                           float *out) {
-    __m512 c0[KN_MM_MR], c1[KN_MM_MR];
+    MM_V c0[KN_MM_MR], c1[KN_MM_MR];
     KN_UNROLL
-    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; r++) c0[r] = c1[r] = MM_VZERO();
     int k = 0;
     for (; k + 2 <= kc; k += 2) {
-        __m512 x0 = _mm512_load_ps(b0 + 16 * k), x1 = _mm512_load_ps(b0 + 16 * k + 16);
+        MM_V x0 = MM_VLOAD(b0 + MM_W * k), x1 = MM_VLOAD(b0 + MM_W * k + MM_W);
         KN_UNROLL
         for (int r = 0; r < R; r++) {
-            c0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * KN_MM_KC + k]), x0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * KN_MM_KC + k + 1]), x1, c1[r]);
+            c0[r] = MM_VFMA(MM_VSET1(a + r * KN_MM_KC + k), x0, c0[r]);
+            c1[r] = MM_VFMA(MM_VSET1(a + r * KN_MM_KC + k + 1), x1, c1[r]);
         }
     }
     for (; k < kc; k++) {
-        __m512 x0 = _mm512_load_ps(b0 + 16 * k);
+        MM_V x0 = MM_VLOAD(b0 + MM_W * k);
         KN_UNROLL
-        for (int r = 0; r < R; r++) c0[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * KN_MM_KC + k]), x0, c0[r]);
+        for (int r = 0; r < R; r++) c0[r] = MM_VFMA(MM_VSET1(a + r * KN_MM_KC + k), x0, c0[r]);
     }
     KN_UNROLL
-    for (int r = 0; r < R; r++) _mm512_storeu_ps(out + 32 * r, _mm512_add_ps(c0[r], c1[r]));
+    for (int r = 0; r < R; r++) MM_VSTORE(out + 2 * MM_W * r, MM_VADD(c0[r], c1[r]));
 }
-#else
-// acc(R rows, 16 tokens) over kc columns: a = panel rows (stride KN_MM_KC, a constant so every row is a
-// fixed displacement from one register), b0/b1 = two packed x tiles.
-__attribute__((always_inline)) static inline void micro_16(const float *a, const float *b0, const float *b1, int kc,
-                                                           const int R, float *out) {
-    __m256 c0[KN_MM_MR], c1[KN_MM_MR];
-    KN_UNROLL
-    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
-#if defined(__GNUC__)
-#pragma GCC unroll 2
-#endif
-    for (int k = 0; k < kc; k++) {
-        __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b1 + 8 * k);
-        KN_UNROLL
-        for (int r = 0; r < R; r++) {
-            __m256 w = _mm256_broadcast_ss(a + r * KN_MM_KC + k);
-            c0[r] = _mm256_fmadd_ps(w, x0, c0[r]);
-            c1[r] = _mm256_fmadd_ps(w, x1, c1[r]);
-        }
-    }
-    KN_UNROLL
-    for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(out + 16 * r, c0[r]);
-        _mm256_storeu_ps(out + 16 * r + 8, c1[r]);
-    }
-}
-
-__attribute__((always_inline)) static inline void micro_8(const float *a, const float *b0, int kc, const int R,
-                                                          float *out) {
-    __m256 c0[KN_MM_MR], c1[KN_MM_MR];
-    KN_UNROLL
-    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 2 <= kc; k += 2) { // two independent chains per row: FMA latency
-        __m256 x0 = _mm256_load_ps(b0 + 8 * k), x1 = _mm256_load_ps(b0 + 8 * k + 8);
-        KN_UNROLL
-        for (int r = 0; r < R; r++) {
-            c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * KN_MM_KC + k), x0, c0[r]);
-            c1[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * KN_MM_KC + k + 1), x1, c1[r]);
-        }
-    }
-    for (; k < kc; k++) {
-        __m256 x0 = _mm256_load_ps(b0 + 8 * k);
-        KN_UNROLL
-        for (int r = 0; r < R; r++) c0[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * KN_MM_KC + k), x0, c0[r]);
-    }
-    KN_UNROLL
-    for (int r = 0; r < R; r++) _mm256_storeu_ps(out + 16 * r, _mm256_add_ps(c0[r], c1[r]));
-}
-
-#endif
 
 // R (1..KN_MM_MR) as a compile-time constant of the micro-kernels.
 #define MM_CASE(R, call)                                                                                     \
