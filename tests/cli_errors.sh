@@ -98,6 +98,8 @@ if [ -f "$shared/stories260K.bin" ] && [ -f "$shared/tok512.model" ]; then
     expect_error "llama2.c without --tokenizer" "tokenizer" -m "$s" -p hi
     long="Once upon a time there was a little girl named Lily who loved to play outside in the park every day"
     expect_error "prompt longer than the context" "context|too long" -m "$s" --tokenizer "$t" -c 16 -p "$long"
+    # the prompt is echoed only once accepted: a prompt that does not fit leaves stdout empty
+    if [ -s "$tmp/out" ]; then bad "prompt longer than the context: stdout not empty: $(head -c 100 "$tmp/out")"; else ok; fi
     expect_error "tokenizer file missing" "cannot open|no such file|tok" -m "$s" --tokenizer "$tmp/nope.model" -p hi
     expect_error "tokenizer is not a .model" "tok|model|parse|not a" -m "$s" --tokenizer "$tmp/junk.gguf" -p hi
     # a llama2.c checkpoint cut in half
