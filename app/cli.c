@@ -39,9 +39,10 @@ void app_params_default(struct app_params *p) {
     p->sink_tokens = 4;
     p->eval_tokens = 512;
     p->bench_gen = 32;
+    p->int8_matmul = 1;
 }
 
-enum opt_kind { O_STR, O_INT, O_U64, O_FLOAT, O_FLAG, O_SPECIAL };
+enum opt_kind { O_STR, O_INT, O_U64, O_FLOAT, O_FLAG, O_UNFLAG, O_SPECIAL }; // O_UNFLAG: a flag that sets 0
 
 struct opt {
     const char *s, *l; // short and long names (NULL when none)
@@ -92,6 +93,7 @@ static const struct opt opts[] = {
     {NULL, "--bench-gen", O_INT, OFF(bench_gen), 1, 1 << 16},
     {NULL, "--no-color", O_FLAG, OFF(no_color), 0, 0},
     {NULL, "--int8-matmul", O_FLAG, OFF(int8_matmul), 0, 0},
+    {NULL, "--exact-matmul", O_UNFLAG, OFF(int8_matmul), 0, 0},
     {NULL, "--log-file", O_STR, OFF(log_file), 0, 0},
     {NULL, "--demo", O_STR, OFF(demo_file), 0, 0},
     {NULL, "--record", O_STR, OFF(record_file), 0, 0},
@@ -213,12 +215,12 @@ int app_cli_parse(int argc, char **argv, struct app_params *p, char *err, size_t
                 snprintf(err, errlen, "unknown option '%s' (see kvchat --help)", name);
             return APP_CLI_ERROR;
         }
-        if (o->kind == O_FLAG) {
+        if (o->kind == O_FLAG || o->kind == O_UNFLAG) {
             if (val) {
                 snprintf(err, errlen, "%s takes no value", name);
                 return APP_CLI_ERROR;
             }
-            *(int *)((char *)p + o->off) = 1;
+            *(int *)((char *)p + o->off) = o->kind == O_FLAG;
             continue;
         }
         if (!val) {
@@ -271,7 +273,7 @@ const char *app_cli_usage(void) {
            "  --no-echo               do not print the prompt before the completion\n"
            "  --no-tui                line chat          --json      print a JSON stats object at the end\n"
            "  --device auto|cpu|cuda  compute device (default auto)\n"
-           "  --int8-matmul           CPU decode: int8 activations, as llama.cpp (faster, less exact)\n"
+           "  --exact-matmul          CPU decode: fp32 activations (exact; default int8 per 32 values)\n"
            "\nKV cache:\n"
            "  --kv-policy P           full|fastgen|pyramidkv|snapkv|h2o|local (default fastgen)\n"
            "  --recovery T            FastGen attention recovery target (default 0.98)\n"

@@ -42,7 +42,7 @@ struct app_params {
     int bench_gen;              // --bench-gen: tokens decoded per context (default 32)
     // TUI
     int no_color;
-    int int8_matmul;            // --int8-matmul: CPU decode matmuls quantise activations to int8
+    int int8_matmul;            // 1 (default): CPU decode matmuls quantise activations to int8; --exact-matmul: 0
     const char *log_file, *demo_file, *record_file;
 };
 

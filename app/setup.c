@@ -24,7 +24,7 @@ struct kn_backend *app_backend_create(const struct app_params *p, char *err, siz
         app_log(APP_LOG_WARN, "CUDA device present but unusable (%s); using the CPU", why);
     }
     struct kn_backend *be = kn_cpu_init(p->n_threads, err, errlen);
-    if (be && p->int8_matmul) kn_cpu_set_int8_act(be, 1);
+    if (be) kn_cpu_set_int8_act(be, p->int8_matmul);
     return be;
 }
 

@@ -44,8 +44,8 @@ int kn_cpu_int8_act(const struct kn_cpu *cpu);
 
 // ---- int8 activations for decode matmuls (kernels/kn_cpu_q8.c) ----
 #define KN_Q8_MAX_TOK 8 // most tokens per call
-// One activation row of K values, quantised for one weight type: codes q (K), per-32-value scale d and d·Σq
-// in s (legacy weights), or per-256-value scale d and the 16-value code sums bsum (k-quant weights).
+// One activation row of K values quantised to int8 (the same format for every weight type): codes q (K), per
+// 32 values the scale d and d·Σq in s, per 16 values the code sums bsum.
 struct kn_q8_row {
     int8_t *q;
     float *d;

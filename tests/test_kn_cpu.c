@@ -98,10 +98,11 @@ static void load_tensor(struct kn_backend *be, struct kn_tensor *t, int type, in
 }
 
 // The int8 activation format the decode matmuls use with int8 activations (kernels/kn_cpu_q8.c), restated
-// here: per block of B values (32 for legacy weights, 256 for k-quants) d = amax/127, q = round-half-even(x/d)
-// computed as x·(127/amax). xq(n_tok, K) = q·d: what the int8 kernels multiply with, exactly.
+// here: per block of 32 values (for every weight type) d = amax/127, q = round-half-even(x/d) computed as
+// x·(127/amax). xq(n_tok, K) = q·d: what the int8 kernels multiply with, exactly.
 static void act_int8_ref(int type, const float *x, int64_t K, int n_tok, double *xq, double *dmax) {
-    int B = kn_type_block_size(type) == KN_QK_K ? 256 : 32;
+    (void)type;
+    const int B = 32;
     for (int t = 0; t < n_tok; t++)
         for (int64_t b = 0; b < K; b += B) {
             const float *xb = x + (size_t)t * K + b;

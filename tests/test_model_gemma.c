@@ -245,6 +245,18 @@ int main(void) {
             CHECK_MSG(n_got[i] == g->n_ids && memcmp(got[i], g->ids, (size_t)g->n_ids * sizeof(int32_t)) == 0,
                       "'%s': greedy ids differ from the recorded ones", g->prompt);
         }
+        // the app's default, int8 activations in the decode matmuls (per 32 values), gives the same greedy ids
+        kn_cpu_set_int8_act(be, 1);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            const struct golden *g = &cases[i];
+            int32_t ids8[48];
+            int n8 = greedy(be, m, t, g, ids8);
+            if (n8 != g->n_ids || memcmp(ids8, g->ids, (size_t)g->n_ids * sizeof(int32_t)) != 0)
+                print_ids("int8 activations", ids8, n8, t);
+            CHECK_MSG(n8 == g->n_ids && memcmp(ids8, g->ids, (size_t)g->n_ids * sizeof(int32_t)) == 0,
+                      "'%s': greedy ids with int8 activations differ from the recorded ones", g->prompt);
+        }
+        kn_cpu_set_int8_act(be, 0);
         test_engine((const int32_t(*)[48])got, n_got, t);
         test_dialogue();
     }
