@@ -115,11 +115,13 @@ int app_bench(const struct app_params *p) {
     const struct model_config *c = model_get_config(m);
     struct bench_row *rows = calloc((size_t)n_ctx, sizeof *rows);
     int status = 0;
+    // which activations the CPU decode matmuls use (--exact-matmul), so that a result says how it was made
+    const char *act = strcmp(be->ops->name, "cpu") != 0 ? "n/a" : p->int8_matmul ? "int8" : "fp32";
     if (!p->json)
-        printf("model %s (%s, %s weights, %.1f MiB) on %s, kv-policy %s, kv-bits %d\n"
+        printf("model %s (%s, %s weights, %.1f MiB) on %s, kv-policy %s, kv-bits %d, decode activations %s\n"
                "%8s %14s %14s %14s %14s %9s\n",
                c->name, c->arch_name, kn_type_name(c->weight_type), model_weight_bytes(m) / 1048576.0, be->ops->name,
-               kv_policy_name(p->kv_policy), p->kv_bits, "ctx", "prefill tok/s", "decode tok/s", "kv bytes", "fp16 bytes",
+               kv_policy_name(p->kv_policy), p->kv_bits, act, "ctx", "prefill tok/s", "decode tok/s", "kv bytes", "fp16 bytes",
                "saving");
     for (int i = 0; i < n_ctx && rows; i++) {
         if (ctxs[i] + p->bench_gen + 1 > (1 << 20)) {
@@ -151,9 +153,10 @@ int app_bench(const struct app_params *p) {
         app_json_str(stdout, c->arch_name);
         printf(", \"device\": ");
         app_json_str(stdout, be->ops->name);
-        printf(", \"weights\": \"%s\", \"weights_bytes\": %llu, \"kv_policy\": \"%s\", \"kv_bits\": %d, \"rows\": [",
+        printf(", \"weights\": \"%s\", \"weights_bytes\": %llu, \"kv_policy\": \"%s\", \"kv_bits\": %d, "
+               "\"decode_act\": \"%s\", \"rows\": [",
                kn_type_name(c->weight_type), (unsigned long long)model_weight_bytes(m), kv_policy_name(p->kv_policy),
-               p->kv_bits);
+               p->kv_bits, act);
         for (int i = 0; i < n_ctx; i++) {
             const struct kv_stats *k = &rows[i].kv;
             double saving = k->kv_bytes_full ? 1.0 - (double)k->kv_bytes / (double)k->kv_bytes_full : 0.0;
