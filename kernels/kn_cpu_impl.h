@@ -57,8 +57,6 @@ int kn_q8_supported(int type);
 // Bytes of one row's buffer (64-byte aligned parts); kn_q8_row_view lays a row out in such a buffer.
 size_t kn_q8_row_bytes(int64_t K);
 void kn_q8_row_view(void *base, int64_t K, struct kn_q8_row *r);
-// The portable definition of the quantisation (tests compare the SIMD one with it).
-void kn_q8_quantize_row_ref(int wtype, const float *x, int64_t K, const struct kn_q8_row *r);
 // y(n_tok, N) = x · Wᵀ with x quantised to int8 per row; 0 done, -1 not applicable (no SIMD, type, n_tok).
 int kn_cpu_matmul_q8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const float *x, int n_tok,
                      int rows_per_task);
@@ -80,6 +78,26 @@ void kn_cpu_kv_quant(struct kn_backend *be, const struct kv_qjob *jobs, int n, s
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+// The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (its first 16 bytes: d, dmin, scales[12]) as
+// d·sc and dmin·m, all in vector registers (the fp32 and the int8-activation kernels share it). As dwords
+// the scale bytes are L1 = s[0..3], L2 = s[4..7], L3 = s[8..11]; sc[0..3] = L1 & 63, m[0..3] = L2 & 63,
+// sc[4..7] = (L3 & 15) | (L1 >> 6) << 4, m[4..7] = (L3 >> 4 & 15) | (L2 >> 6) << 4, bytewise.
+static inline __attribute__((always_inline)) void
+kn_q4k_scales8(const void *blk, __m256 *scale, __m256 *dmin_m) {
+    __m128i v = _mm_loadu_si128((const __m128i *)blk);
+    __m128 dd = _mm_cvtph_ps(v);
+    __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)); // L1 L3 L2 L3
+    __m128i q = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 1, 1)); // L1 L1 L2 L2
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
+                               _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i hi =
+        _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(q, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303)), 4);
+    __m128i r = _mm_or_si128(lo, hi); // bytes 0..7: sc, 8..15: m
+    *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(r)), _mm256_broadcastss_ps(dd));
+    *dmin_m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(r, 8))),
+                            _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
+}
+
 // exp of 8 floats: 2^n * e^r with |r| <= ln2/2, degree-7 Taylor polynomial (truncation < 1e-8 relative);
 // underflows to 0 below -87.3 and saturates to +inf above 88.7. Within 2 ulp of expf.
 static inline __m256 kn_exp256(__m256 x) {

@@ -235,27 +235,9 @@ struct unit {
 
 static inline __m128 cvt_u8x4(uint32_t v) { return _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v))); }
 
-// The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (its first 16 bytes: d, dmin, scales[12]) as
-// d·sc and dmin·m, all in vector registers. As dwords the scale bytes are L1 = s[0..3], L2 = s[4..7],
-// L3 = s[8..11]; sc[0..3] = L1 & 63, m[0..3] = L2 & 63, sc[4..7] = (L3 & 15) | (L1 >> 6) << 4,
-// m[4..7] = (L3 >> 4 & 15) | (L2 >> 6) << 4, bytewise.
-__attribute__((always_inline)) static inline void kscales8(const void *blk, __m256 *scale, __m256 *dmin_m) {
-    __m128i v = _mm_loadu_si128((const __m128i *)blk);
-    __m128 dd = _mm_cvtph_ps(v);
-    __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)); // L1 L3 L2 L3
-    __m128i q = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 1, 1)); // L1 L1 L2 L2
-    __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
-                               _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    __m128i hi = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(q, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303)), 4);
-    __m128i r = _mm_or_si128(lo, hi); // bytes 0..7: sc, 8..15: m
-    *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(r)), _mm256_broadcastss_ps(dd));
-    *dmin_m = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(r, 8))),
-                            _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
-}
-
 __attribute__((always_inline)) static inline void unpack_kscales(const void *blk, float *scale, float *bias) {
     __m256 sc, mn;
-    kscales8(blk, &sc, &mn);
+    kn_q4k_scales8(blk, &sc, &mn);
     _mm256_storeu_ps(scale, sc);
     _mm256_storeu_ps(bias, _mm256_sub_ps(_mm256_setzero_ps(), mn));
 }
@@ -496,7 +478,7 @@ KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
         const struct kn_block_q4_k *b = row + i;
         prefetch_span(b, sizeof *b);
         __m256 vsc, vm;
-        kscales8(b, &vsc, &vm);
+        kn_q4k_scales8(b, &vsc, &vm);
         _mm256_store_ps(sc, vsc); // one store: the broadcasts below forward from it
         KN_UNROLL
         for (int t = 0; t < T; t++) acc1[t] = MM_SUBMIN(acc1[t], vm, _mm256_loadu_ps(xs[t] + 8 * i));

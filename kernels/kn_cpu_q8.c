@@ -13,7 +13,6 @@
 // so results do not depend on the thread count.
 #include "kernels/kn_cpu_impl.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "kernels/kn_quant.h"
@@ -60,39 +59,6 @@ void kn_q8_row_view(void *base, int64_t K, struct kn_q8_row *r) {
     r->bsum = (int16_t *)(void *)p;
 }
 
-// n values -> codes; returns d, *sum = Σ codes.
-static float q8_block_ref(const float *x, int n, int8_t *q, int *sum) {
-    float amax = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax) amax = a;
-    }
-    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int s = 0;
-    for (int i = 0; i < n; i++) {
-        int v = (int)lrintf(x[i] * id);
-        q[i] = (int8_t)v;
-        s += v;
-    }
-    *sum = s;
-    return amax / 127.0f;
-}
-
-void kn_q8_quantize_row_ref(int wtype, const float *x, int64_t K, const struct kn_q8_row *r) {
-    (void)wtype;
-    for (int64_t j = 0; j < K / 32; j++) {
-        int sum;
-        r->d[j] = q8_block_ref(x + 32 * j, 32, r->q + 32 * j, &sum);
-        r->s[j] = r->d[j] * (float)sum;
-        for (int g = 0; g < 2; g++) {
-            int s16 = 0;
-            for (int i = 0; i < 16; i++)
-                s16 += r->q[32 * j + 16 * g + i];
-            r->bsum[2 * j + g] = (int16_t)s16;
-        }
-    }
-}
-
 #ifdef KN_SIMD
 
 #define KN_AI __attribute__((always_inline)) static inline
@@ -112,7 +78,7 @@ static inline int hsum8i(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-// ---- activation quantisation (AVX2): bit-identical to kn_q8_quantize_row_ref --------------------------
+// ---- activation quantisation (AVX2; restated independently as act_int8_ref in tests/test_kn_cpu.c) -----
 
 static inline __m256 absmax32(const float *x, __m256 m) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -281,28 +247,6 @@ KN_AI void q8_legacy(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, con
     }
 }
 
-// The 8 six-bit scales and mins of a Q4_K/Q5_K super-block as bytes sc0..7, m0..7. The block starts with
-// d, dmin (4 bytes) then scales[12]: as dwords [D, L1, L2, L3] with L1 = s[0..3], L2 = s[4..7], L3 =
-// s[8..11], sc0..3 = L1 & 63, m0..3 = L2 & 63, sc4..7 = (L3 & 15) | (L1 >> 6) << 4, m4..7 = (L3 >> 4) | (L2
-// >> 6) << 4.
-KN_AI __m128i k4_scales(const void *blk) {
-    __m128i v = _mm_loadu_si128((const __m128i *)blk);
-    __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)); // L1 L3 L2 L3
-    __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 1, 1)); // L1 L1 L2 L2
-    __m128i lo = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
-                               _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    __m128i hi = _mm_and_si128(_mm_srli_epi32(b, 6), _mm_setr_epi32(0, 0x03030303, 0, 0x03030303));
-    return _mm_or_si128(lo, _mm_slli_epi32(hi, 4));
-}
-
-
-// The super-block's 8 sub-block scales times d (sc) and mins times dmin (mn), as floats.
-KN_AI void k4_scales_f(const void *blk, float d, float dmin, __m256 *sc, __m256 *mn) {
-    __m128i v = k4_scales(blk);
-    *sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), _mm256_set1_ps(d));
-    *mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))), _mm256_set1_ps(dmin));
-}
-
 // Q4_K / Q5_K: per 64-value chunk, low nibbles are sub-block 2c, high nibbles 2c+1 (Q5_K: plus bit 2c / 2c+1
 // of qh as bit 4). Per sub-block j: Σ q·x in int32, times d·sc_j·d_x[j] in float; the mins through
 // dmin·m_j·s_x[j].
@@ -322,26 +266,21 @@ KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const 
             acc0[t] = acc1[t] = accm[t] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const uint8_t *qs, *qhp = NULL;
-            float dw, dmw;
-            const void *blk;
+            const void *blk; // both types start with d, dmin, scales[12]
             if (type == KN_Q4_K) {
                 const struct kn_block_q4_k *b = (const struct kn_block_q4_k *)(const void *)row + i;
                 prefetch_span(b, sizeof *b);
-                dw = h2f(b->d);
-                dmw = h2f(b->dmin);
                 qs = b->qs;
                 blk = b;
             } else {
                 const struct kn_block_q5_k *b = (const struct kn_block_q5_k *)(const void *)row + i;
                 prefetch_span(b, sizeof *b);
-                dw = h2f(b->d);
-                dmw = h2f(b->dmin);
                 qs = b->qs;
                 qhp = b->qh;
                 blk = b;
             }
-            __m256 vsc, vmn;
-            k4_scales_f(blk, dw, dmw, &vsc, &vmn);
+            __m256 vsc, vmn; // d·sc_j, dmin·m_j
+            kn_q4k_scales8(blk, &vsc, &vmn);
             KN_UNROLL
             for (int t = 0; t < T; t++) {
                 _mm256_store_ps(cs[t], _mm256_mul_ps(vsc, _mm256_loadu_ps(ad[t] + 8 * i)));
@@ -428,7 +367,8 @@ KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const i
                 __m256 dv = _mm256_mul_ps(dw, _mm256_loadu_ps(ad[t] + 8 * i));
                 _mm256_store_ps(cs[t], dv);
                 // lane j: sc_2j·bsum_2j + sc_2j+1·bsum_2j+1, the offset sum of 32-value block j
-                __m256i o = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(const void *)(ab[t] + 16 * i)));
+                __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)(ab[t] + 16 * i));
+                __m256i o = _mm256_madd_epi16(sc16, bs);
                 acco[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(o), _mm256_mul_ps(dv, _mm256_set1_ps(32.0f)), acco[t]);
             }
             KN_UNROLL
