@@ -115,14 +115,18 @@ int app_bench(const struct app_params *p) {
     const struct model_config *c = model_get_config(m);
     struct bench_row *rows = calloc((size_t)n_ctx, sizeof *rows);
     int status = 0;
-    // which activations the CPU decode matmuls use (--exact-matmul), so that a result says how it was made
-    const char *act = strcmp(be->ops->name, "cpu") != 0 ? "n/a" : p->int8_matmul ? "int8" : "fp32";
+    // which activations the CPU matmuls use (--exact-matmul; batches only with the VNNI GEMM), so that a result
+    // says how it was made
+    int on_cpu = strcmp(be->ops->name, "cpu") == 0;
+    const char *act = !on_cpu ? "n/a" : p->int8_matmul ? "int8" : "fp32";
+    const char *pact = !on_cpu ? "n/a" : p->int8_matmul && kn_cpu_int8_batch() ? "int8" : "fp32";
     if (!p->json)
-        printf("model %s (%s, %s weights, %.1f MiB) on %s, kv-policy %s, kv-bits %d, decode activations %s\n"
+        printf("model %s (%s, %s weights, %.1f MiB) on %s, kv-policy %s, kv-bits %d, activations: decode %s, "
+               "prefill %s\n"
                "%8s %14s %14s %14s %14s %9s\n",
                c->name, c->arch_name, kn_type_name(c->weight_type), model_weight_bytes(m) / 1048576.0, be->ops->name,
-               kv_policy_name(p->kv_policy), p->kv_bits, act, "ctx", "prefill tok/s", "decode tok/s", "kv bytes", "fp16 bytes",
-               "saving");
+               kv_policy_name(p->kv_policy), p->kv_bits, act, pact, "ctx", "prefill tok/s", "decode tok/s", "kv bytes",
+               "fp16 bytes", "saving");
     for (int i = 0; i < n_ctx && rows; i++) {
         if (ctxs[i] + p->bench_gen + 1 > (1 << 20)) {
             status = 1;
@@ -154,9 +158,9 @@ int app_bench(const struct app_params *p) {
         printf(", \"device\": ");
         app_json_str(stdout, be->ops->name);
         printf(", \"weights\": \"%s\", \"weights_bytes\": %llu, \"kv_policy\": \"%s\", \"kv_bits\": %d, "
-               "\"decode_act\": \"%s\", \"rows\": [",
+               "\"decode_act\": \"%s\", \"prefill_act\": \"%s\", \"rows\": [",
                kn_type_name(c->weight_type), (unsigned long long)model_weight_bytes(m), kv_policy_name(p->kv_policy),
-               p->kv_bits, act);
+               p->kv_bits, act, pact);
         for (int i = 0; i < n_ctx; i++) {
             const struct kv_stats *k = &rows[i].kv;
             double saving = k->kv_bytes_full ? 1.0 - (double)k->kv_bytes / (double)k->kv_bytes_full : 0.0;

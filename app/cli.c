@@ -273,7 +273,7 @@ const char *app_cli_usage(void) {
            "  --no-echo               do not print the prompt before the completion\n"
            "  --no-tui                line chat          --json      print a JSON stats object at the end\n"
            "  --device auto|cpu|cuda  compute device (default auto)\n"
-           "  --exact-matmul          CPU decode: fp32 activations (exact; default int8 per 32 values)\n"
+           "  --exact-matmul          CPU matmuls: fp32 activations (exact; default int8 per 32 values)\n"
            "\nKV cache:\n"
            "  --kv-policy P           full|fastgen|pyramidkv|snapkv|h2o|local (default fastgen)\n"
            "  --recovery T            FastGen attention recovery target (default 0.98)\n"

@@ -120,10 +120,12 @@ struct kn_backend *kn_cpu_init(int n_threads, char *err, size_t errlen);
 struct kn_backend *kn_cuda_init(int device, char *err, size_t errlen);
 int kn_cuda_device_count(void); // 0 when built without CUDA or no device is present
 int kn_cpu_n_threads(const struct kn_backend *be);
-// CPU backend: decode matmuls (n_tok < 8) on quantised weights with int8 activations (on = 1: llama.cpp's
-// scheme; +55% decode tok/s on TinyLlama Q4_K_M here, but Gemma 3 270M's ppl +1.6%) or fp32 activations (0,
-// the default: exact up to fp32 rounding).
+// CPU backend: matmuls on quantised weights with activations quantised to int8 per 32 values (on = 1, the
+// app's default; --exact-matmul turns it off) or fp32 activations (0, the backend's default: exact up to fp32
+// rounding). With int8 on, decode calls (n_tok < 8) always use it, batches (prefill) where kn_cpu_int8_batch().
 void kn_cpu_set_int8_act(struct kn_backend *be, int on);
+// 1 when this build has the int8 batch GEMM (compiled for AVX-512 VNNI), 0 when batches keep fp32 activations.
+int kn_cpu_int8_batch(void);
 
 static inline void kn_free(struct kn_backend *be) {
     if (be) be->ops->free(be);

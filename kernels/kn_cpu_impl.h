@@ -57,9 +57,14 @@ int kn_q8_supported(int type);
 // Bytes of one row's buffer (64-byte aligned parts); kn_q8_row_view lays a row out in such a buffer.
 size_t kn_q8_row_bytes(int64_t K);
 void kn_q8_row_view(void *base, int64_t K, struct kn_q8_row *r);
+// Quantises x (K values, K a multiple of 32) into r (AVX2 builds only).
+void kn_q8_quantize_row(const float *x, int64_t K, const struct kn_q8_row *r);
 // y(n_tok, N) = x · Wᵀ with x quantised to int8 per row; 0 done, -1 not applicable (no SIMD, type, n_tok).
 int kn_cpu_matmul_q8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const float *x, int n_tok,
                      int rows_per_task);
+// The same product for a batch (prefill) with AVX-512 VNNI (kernels/kn_cpu_gemm8.c): x quantised as above,
+// int8 dot products against unpacked weight panels; 0 done, -1 not applicable (no VNNI, type).
+int kn_cpu_gemm8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const float *x, int n_tok);
 
 // Ops implemented in the other kn_cpu_*.c files (contracts as in struct kn_ops, kernels/kn.h).
 // y(n_tok, w->n_rows) = x(n_tok, w->n_cols) · Wᵀ; y must not alias x

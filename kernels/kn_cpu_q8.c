@@ -104,7 +104,7 @@ KN_AI void quant32(const float *x, float id, int8_t *q, __m256i *i) {
     _mm256_storeu_si256((__m256i *)(void *)q, p);
 }
 
-static void q8_quantize_row(const float *x, int64_t K, const struct kn_q8_row *r) {
+void kn_q8_quantize_row(const float *x, int64_t K, const struct kn_q8_row *r) {
     for (int64_t j = 0; j < K / 32; j++) {
         float amax = hmax8(absmax32(x + 32 * j, _mm256_setzero_ps()));
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -490,7 +490,7 @@ int kn_cpu_matmul_q8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, co
     c.rows_per_task = rows_per_task;
     for (int t = 0; t < n_tok; t++) {
         kn_q8_row_view(buf + (size_t)t * stride, K, &c.act[t]);
-        q8_quantize_row(x + (size_t)t * K, K, &c.act[t]);
+        kn_q8_quantize_row(x + (size_t)t * K, K, &c.act[t]);
     }
     kn_cpu_parallel(cpu, (int)((c.N + rows_per_task - 1) / rows_per_task), q8_task, &c);
     return 0;

@@ -119,13 +119,14 @@ static void act_int8_ref(int type, const float *x, int64_t K, int n_tok, double 
         }
 }
 
-// With int8 activations (--int8-matmul), decode calls (n_tok < 8) on quantised weights equal the exact sum over
-// the int8-rounded activations (1e-5 of Σ|w·x|), and differ from the fp32 sum by no more than the rounding
-// allows: Σ_k |w_k|·d_k/2. Other calls (prefill, float weights) are the fp32 path and must be as exact.
+// With int8 activations (the default of the app), decode calls (n_tok < 8) on quantised weights, and batch
+// calls too where the build has the VNNI GEMM (kernels/kn_cpu_gemm8.c), equal the exact sum over the
+// int8-rounded activations (1e-5 of Σ|w·x|), and differ from the fp32 sum by no more than the rounding allows:
+// Σ_k |w_k|·d_k/2. Other calls (float weights, batches without VNNI) are the fp32 path and must be as exact.
 static void check_matmul_int8(int type, const void *w, int64_t N, int64_t K, const float *x, int n_tok,
                               const double *yr, const double *mag, const struct kn_tensor *t1,
                               const struct kn_tensor *t2) {
-    int q8 = n_tok < 8 && kn_q8_supported(type);
+    int q8 = (n_tok < 8 || kn_cpu_int8_batch()) && kn_q8_supported(type);
     size_t ny = (size_t)n_tok * N;
     float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
     kn_cpu_set_int8_act(be1, 1);

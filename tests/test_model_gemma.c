@@ -1,5 +1,6 @@
 // tests/test_model_gemma.c — the default model (Gemma 3 270M base, Q4_K_M): greedy answers to fixed prompts
 // match recorded token ids (make test-model).
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 struct golden {
     const char *prompt;
     int chat;  // wrap as a Gemma user turn
+    int tie;   // fp32's top 3 first tokens lie within 0.07: int8 activations (about ±0.1) may pick another
     int n_gen; // tokens to generate (a chat reply would stop earlier, at <end_of_turn>)
     int n_ids;
     int32_t ids[48];
@@ -33,17 +35,18 @@ struct golden {
 
 static const struct golden cases[] = {
     // " the capital of the country of France. It is the"
-    {"The capital of France is", 0, 11, 11, {506, 5279, 529, 506, 2891, 529, 7001, 236761, 1030, 563, 506}},
+    {"The capital of France is", 0, 0, 11, 11, {506, 5279, 529, 506, 2891, 529, 7001, 236761, 1030, 563, 506}},
     // " little girl named Lily. She was a very smart girl, and she loved to"
     {"Once upon a time, there was a",
      0,
+     1,
      16,
      16,
      {2268, 3953, 7489, 60708, 236761, 2625, 691, 496, 1401, 6538, 3953, 236764, 532, 1304, 9312, 531}},
     // "What is the capital of France? mendatang\nWhat is the capital of France? mendatang\nWhat is the
     // capital
     // of France"
-    {"What is the capital of France?", 1, 24, 24, {3689,   563,  506,  5279, 529,  7001, 236881, 217716,
+    {"What is the capital of France?", 1, 0, 24, 24, {3689,   563,  506,  5279, 529,  7001, 236881, 217716,
                                                    107,    3689, 563,  506,  5279, 529,  7001,   236881,
                                                    217716, 107,  3689, 563,  506,  5279, 529,    7001}},
 };
@@ -70,8 +73,9 @@ static int argmax(const float *x, int n) {
 }
 
 // Greedy ids after BOS + prompt (templated when chat), stopping at EOS / <end_of_turn>; returns the count.
+// first (when not NULL) receives the logits at the end of the prompt.
 static int greedy(struct kn_backend *be, struct model *m, const struct tok *t, const struct golden *g,
-                  int32_t *out) {
+                  int32_t *out, float *first) {
     char text[512];
     if (g->chat)
         snprintf(text, sizeof text, "<start_of_turn>user\n%s<end_of_turn>\n<start_of_turn>model\n",
@@ -93,6 +97,7 @@ static int greedy(struct kn_backend *be, struct model *m, const struct tok *t, c
     struct model_batch b = {.tokens = ids, .pos = pos, .n = n, .phase = KV_PHASE_PROMPT_END};
     int k = 0;
     if (lg && kv && model_forward(m, kv, &b, lg, err, sizeof err) == 0) {
+        if (first) memcpy(first, lg, (size_t)V * sizeof *lg);
         for (; k < g->n_gen; k++) {
             int32_t id = argmax(lg, V), p = n + k;
             out[k] = id;
@@ -169,6 +174,7 @@ static void test_engine(const int32_t got[][48], const int *n_got, const struct 
     p.n_ctx = 256;
     p.n_threads = 2;
     p.device = APP_DEVICE_CPU;
+    p.int8_matmul = 0; // --exact-matmul: the fp32 greedy ids above (int8 is checked separately)
     char err[512];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         p.n_predict = cases[i].n_gen;
@@ -238,24 +244,43 @@ int main(void) {
         CHECK_EQ_INT(tok_piece_to_id(t, "<end_of_turn>"), END_OF_TURN);
         int32_t got[3][48];
         int n_got[3];
-        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const int V = c->n_vocab;
+        float *lf = malloc(sizeof(float) * (size_t)V * 3), *l8 = malloc(sizeof(float) * (size_t)V);
+        CHECK(lf && l8);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases && lf; i++) {
             const struct golden *g = &cases[i];
-            n_got[i] = greedy(be, m, t, g, got[i]);
+            n_got[i] = greedy(be, m, t, g, got[i], lf + (size_t)i * V);
             print_ids(g->prompt, got[i], n_got[i], t);
             CHECK_MSG(n_got[i] == g->n_ids && memcmp(got[i], g->ids, (size_t)g->n_ids * sizeof(int32_t)) == 0,
                       "'%s': greedy ids differ from the recorded ones", g->prompt);
         }
-        // the app's default, int8 activations in the decode matmuls (per 32 values), gives the same greedy ids
+        // The app's default, int8 activations (per 32 values) in every matmul, moves the prompt's logits by about
+        // 0.1-0.3 on average (0.09, 0.10, 0.30 measured on these prompts; a wrong kernel moves them by units). Its
+        // greedy ids equal the recorded ones except where fp32 itself is a near tie; there its first token must
+        // be within 0.1 of fp32's best.
         kn_cpu_set_int8_act(be, 1);
-        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (size_t i = 0; i < sizeof cases / sizeof *cases && lf && l8; i++) {
             const struct golden *g = &cases[i];
+            const float *f = lf + (size_t)i * V;
             int32_t ids8[48];
-            int n8 = greedy(be, m, t, g, ids8);
+            int n8 = greedy(be, m, t, g, ids8, l8);
+            double mad = 0.0;
+            for (int v = 0; v < V; v++) mad += fabs((double)l8[v] - (double)f[v]);
+            mad /= V;
+            int a8 = argmax(l8, V), af = argmax(f, V);
+            printf("'%s' int8: mean |logit diff| %.4f, first token %d (fp32 %d, %.4f below it)\n", g->prompt, mad,
+                   a8, af, f[af] - f[a8]);
+            CHECK_MSG(mad <= 0.5, "'%s': int8 activations move the logits by %.3f on average", g->prompt, mad);
+            CHECK_MSG(f[a8] >= f[af] - 0.1f, "'%s': int8's first token is %.3f below fp32's best", g->prompt,
+                      f[af] - f[a8]);
+            if (g->tie) continue;
             if (n8 != g->n_ids || memcmp(ids8, g->ids, (size_t)g->n_ids * sizeof(int32_t)) != 0)
                 print_ids("int8 activations", ids8, n8, t);
             CHECK_MSG(n8 == g->n_ids && memcmp(ids8, g->ids, (size_t)g->n_ids * sizeof(int32_t)) == 0,
                       "'%s': greedy ids with int8 activations differ from the recorded ones", g->prompt);
         }
+        free(lf);
+        free(l8);
         kn_cpu_set_int8_act(be, 0);
         test_engine((const int32_t(*)[48])got, n_got, t);
         test_dialogue();

@@ -319,7 +319,8 @@ int main(int argc, char **argv) {
         return rc;
     }
     printf("TinyLlama-1.1B matmuls (22 layers x q,k,v,o,gate,up,down + output), %d threads%s%s\n", n_threads,
-           scalar ? ", scalar kernels" : "", int8 ? ", int8 activations for n_tok < 8" : "");
+           scalar ? ", scalar kernels" : "",
+           !int8 ? "" : kn_cpu_int8_batch() ? ", int8 activations" : ", int8 activations for n_tok < 8");
     if (do_bw) {
         double bw1 = bandwidth(1, (size_t)1 << 30, 3), bw2 = bandwidth(n_threads, (size_t)1 << 30, 3);
         printf("streaming read bandwidth (1 GiB sum): 1 thread %.1f GB/s, %d threads %.1f GB/s\n", bw1, n_threads,
