@@ -91,7 +91,7 @@ static void g8_quant_task(void *vctx, int tile, int tid) {
 
 // Unpacks rows [rg, rg + nr) (nr <= 16; missing rows are zero), columns [k0, k0 + kc) into p.
 static void g8_fill(const struct g8_ctx *c, int64_t rg, int nr, int64_t k0, int kc, struct g8_panel *p) {
-    const int us = c->type == KN_Q4_K || c->type == KN_Q5_K || c->type == KN_Q6_K ? KN_QK_K : KN_QK;
+    const int us = kn_type_block_size(c->type);
     const size_t bb = kn_type_block_bytes(c->type);
     const int S = c->sub, n_sub = kc / S;
     const float off = (float)c->off;
@@ -169,14 +169,9 @@ static void g8_task(void *vctx, int task, int tid) {
             // the next panel's weights (this group's next slice, or the next group's first) come from DRAM
             // while the micro-kernels run on this one
             int64_t nrg = k0 + G8_KC < K ? rg : rg + G8_R, nk0 = k0 + G8_KC < K ? k0 + G8_KC : 0;
-            if (nrg < r1) {
-                int64_t nkc = K - nk0 < G8_KC ? K - nk0 : G8_KC;
-                size_t off = kn_row_bytes(c->type, nk0), len = kn_row_bytes(c->type, nkc);
-                for (int64_t r = nrg; r < nrg + G8_R && r < r1; r++) {
-                    const char *pw = (const char *)c->w + (size_t)r * c->row_bytes + off;
-                    for (size_t o = 0; o < len; o += 64) _mm_prefetch(pw + o, _MM_HINT_T0);
-                }
-            }
+            if (nrg < r1)
+                kn_prefetch_panel(c->w, c->row_bytes, c->type, nrg, nrg + G8_R < r1 ? nrg + G8_R : r1, nk0,
+                                  K - nk0 < G8_KC ? K - nk0 : G8_KC);
             for (int tile = 0; tile < c->n_tiles; tile++) {
                 const int32_t *q = c->aq + ((size_t)tile * (size_t)(K / 4) + (size_t)(k0 / 4)) * G8_T;
                 const float *d = c->ad + ((size_t)tile * (size_t)(K / 32) + (size_t)(k0 / 32)) * G8_T;
@@ -204,7 +199,7 @@ static void g8_task(void *vctx, int task, int tid) {
 int kn_cpu_gemm8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const float *x, int n_tok) {
 #ifdef KN_G8
     const int64_t K = w->n_cols, N = w->n_rows;
-    const int us = w->type == KN_Q4_K || w->type == KN_Q5_K || w->type == KN_Q6_K ? KN_QK_K : KN_QK;
+    const int us = kn_type_block_size(w->type);
     if (!kn_q8_supported(w->type) || n_tok < 1 || K % us != 0 || !w->data) return -1;
     struct g8_ctx c;
     memset(&c, 0, sizeof c);

@@ -83,6 +83,16 @@ void kn_cpu_kv_quant(struct kn_backend *be, const struct kv_qjob *jobs, int n, s
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+// Prefetches columns [k0, k0 + kc) of weight rows [r0, r1) (row_bytes apart) into L1: the next panel of the
+// prefill kernels, read from DRAM while the current one is computed.
+static inline void kn_prefetch_panel(const void *w, size_t row_bytes, int type, int64_t r0, int64_t r1, int64_t k0,
+                                     int64_t kc) {
+    size_t off = kn_row_bytes(type, k0), len = kn_row_bytes(type, kc);
+    for (int64_t r = r0; r < r1; r++) {
+        const char *p = (const char *)w + (size_t)r * row_bytes + off;
+        for (size_t o = 0; o < len; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+    }
+}
 // The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (its first 16 bytes: d, dmin, scales[12]) as
 // d·sc and dmin·m, all in vector registers (the fp32 and the int8-activation kernels share it). As dwords
 // the scale bytes are L1 = s[0..3], L2 = s[4..7], L3 = s[8..11]; sc[0..3] = L1 & 63, m[0..3] = L2 & 63,

@@ -770,14 +770,9 @@ static void mm_panel_task(void *vctx, int task, int tid) {
             // the next panel's weights (next rows, or the first rows of the next slice) come from DRAM while
             // the micro-kernels run on this one
             int64_t nrg = rg + KN_MM_MR < r1 ? rg + KN_MM_MR : r0, nk0 = rg + KN_MM_MR < r1 ? k0 : k0 + KN_MM_KC;
-            if (nk0 < K) {
-                int64_t nkc = K - nk0 < KN_MM_KC ? K - nk0 : KN_MM_KC;
-                size_t off = kn_row_bytes(c->type, nk0), len = kn_row_bytes(c->type, nkc);
-                for (int64_t r = nrg; r < nrg + KN_MM_MR && r < r1; r++) {
-                    const char *p = (const char *)c->w + (size_t)r * c->row_bytes + off;
-                    for (size_t o = 0; o < len; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-                }
-            }
+            if (nk0 < K)
+                kn_prefetch_panel(c->w, c->row_bytes, c->type, nrg, nrg + KN_MM_MR < r1 ? nrg + KN_MM_MR : r1, nk0,
+                                  K - nk0 < KN_MM_KC ? K - nk0 : KN_MM_KC);
             const float *a = panel;
             for (int tile = 0; tile < c->n_tiles; tile += 2) {
                 const float *b0 = c->xp + ((size_t)tile * K + k0) * KN_MM_TILE;
