@@ -83,9 +83,24 @@ void kn_cpu_kv_quant(struct kn_backend *be, const struct kv_qjob *jobs, int n, s
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+// Software prefetch helpers. They must be always_inline: GCC 12 marks a function whose only effect is
+// __builtin_prefetch "looping const" (ipa-pure-const) and then deletes every call to it as dead code, so a
+// plain `static inline` helper that is not inlined early silently emits no prefetch at all.
+#define KN_PF_INLINE static inline __attribute__((always_inline))
+
+// Decode streams weights from DRAM; the hardware prefetcher alone leaves part of the latency exposed, so the
+// decode kernels prefetch the nbytes at p + KN_PF_DIST as they read p (rows are contiguous, so this runs on
+// into the next row).
+#ifndef KN_PF_DIST
+#define KN_PF_DIST 4096
+#endif
+KN_PF_INLINE void kn_prefetch_ahead(const void *p, size_t nbytes) {
+    const char *c = (const char *)p + KN_PF_DIST;
+    for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+}
 // Prefetches columns [k0, k0 + kc) of weight rows [r0, r1) (row_bytes apart) into L1: the next panel of the
 // prefill kernels, read from DRAM while the current one is computed.
-static inline void kn_prefetch_panel(const void *w, size_t row_bytes, int type, int64_t r0, int64_t r1, int64_t k0,
+KN_PF_INLINE void kn_prefetch_panel(const void *w, size_t row_bytes, int type, int64_t r0, int64_t r1, int64_t k0,
                                      int64_t kc) {
     size_t off = kn_row_bytes(type, k0), len = kn_row_bytes(type, kc);
     for (int64_t r = r0; r < r1; r++) {

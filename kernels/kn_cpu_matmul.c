@@ -253,22 +253,6 @@ static inline float hsum8(__m256 v) {
 
 #define KN_AI __attribute__((always_inline)) static inline
 
-// Decode streams weights from DRAM at a few GB/s per core; the hardware prefetcher alone leaves part of the
-// latency exposed, so each kernel prefetches the bytes it will read KN_PF_DIST ahead (rows are contiguous,
-// so this runs on into the next row).
-#ifndef KN_PF_DIST
-#define KN_PF_DIST 1024
-#endif
-static inline void prefetch_span(const void *p, size_t nbytes) {
-#if KN_PF_DIST > 0
-    const char *c = (const char *)p + KN_PF_DIST;
-    for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
-#else
-    (void)p;
-    (void)nbytes;
-#endif
-}
-
 // The vector of the panel micro-kernels and the Q4_K decode kernel: zmm with AVX-512, ymm otherwise. MM_W
 // lanes = KN_MM_TILE (one packed tile column); MM_LOADQ(p) zero-extends MM_W code bytes to dwords;
 // MM_SUBMIN(acc, m, x) subtracts the 8 lanes m·x from acc (the low 8 lanes with AVX-512).
@@ -332,7 +316,7 @@ KN_AI void dot_q4k_row(const struct mm_ctx *c, int64_t r, int t0, const int T) {
     for (int t = 0; t < T; t++) acc0[t] = acc1[t] = MM_VZERO();
     for (int64_t i = 0; i < nsb; i++) {
         const struct kn_block_q4_k *b = row + i;
-        prefetch_span(b, sizeof *b);
+        kn_prefetch_ahead(b, sizeof *b);
         __m256 vsc, vm;
         kn_q4k_scales8(b, &vsc, &vm);
         _mm256_store_ps(sc, vsc); // one store: the broadcasts below forward from it
@@ -387,7 +371,7 @@ KN_AI void dot_q8_0(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, cons
         for (int64_t i = 0; i < nbk; i++) {
             const struct kn_block_q8_0 *b = blk + i;
             __m256 s[4];
-            if ((i & 1) == 0) prefetch_span(b, 2 * sizeof *b);
+            if ((i & 1) == 0) kn_prefetch_ahead(b, 2 * sizeof *b);
 #ifdef KN_MM_AVX512
             __m512 w0 = cvt16(b->qs), w1 = cvt16(b->qs + 16);
             KN_UNROLL
@@ -483,7 +467,7 @@ KN_AI void dot_unit(const struct mm_ctx *c, int64_t r0, int64_t r1, int t0, cons
         for (int64_t ui = 0; ui < n_units; ui++) {
             const struct kn_unit *u = &ub2[ui & 1];
             const int nb = ui == n_full ? tail : 8;
-            prefetch_span(row + (size_t)ui * ub, ub);
+            kn_prefetch_ahead(row + (size_t)ui * ub, ub);
             if (ui + 1 < n_units)
                 kn_unpack_unit(type, row + (size_t)(ui + 1) * ub, ui + 1 == n_full ? tail : 8, &ub2[(ui + 1) & 1]);
             const int64_t kb = ui * KN_QK_K;

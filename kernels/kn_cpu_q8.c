@@ -132,14 +132,6 @@ struct q8_ctx {
     struct kn_q8_row act[KN_Q8_MAX_TOK]; // per token
 };
 
-// Software prefetch of the weight stream, as in the fp32 decode kernels (kn_cpu_matmul.c).
-#define KN_Q8_PF_DIST 1024
-static inline void prefetch_span(const void *p, size_t nbytes) {
-    const char *c = (const char *)p + KN_Q8_PF_DIST;
-    for (size_t o = 0; o < nbytes; o += 64)
-        _mm_prefetch(c + o, _MM_HINT_T0);
-}
-
 // Codes of 32 legacy values: 16 bytes of nibbles -> low nibbles are values 0..15, high nibbles 16..31.
 KN_AI __m256i nib32(const uint8_t *qs) {
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)qs);
@@ -196,7 +188,7 @@ KN_AI void q8_legacy(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, con
         }
         for (int64_t i = 0; i < nb; i++) {
             const uint8_t *p = row + (size_t)i * bb;
-            if ((i & 1) == 0) prefetch_span(p, 2 * bb);
+            if ((i & 1) == 0) kn_prefetch_ahead(p, 2 * bb);
             __m256i w;
             float dw, mw = 0.0f;
             switch (type) {
@@ -269,12 +261,12 @@ KN_AI void q8_k45(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const 
             const void *blk; // both types start with d, dmin, scales[12]
             if (type == KN_Q4_K) {
                 const struct kn_block_q4_k *b = (const struct kn_block_q4_k *)(const void *)row + i;
-                prefetch_span(b, sizeof *b);
+                kn_prefetch_ahead(b, sizeof *b);
                 qs = b->qs;
                 blk = b;
             } else {
                 const struct kn_block_q5_k *b = (const struct kn_block_q5_k *)(const void *)row + i;
-                prefetch_span(b, sizeof *b);
+                kn_prefetch_ahead(b, sizeof *b);
                 qs = b->qs;
                 qhp = b->qh;
                 blk = b;
@@ -358,7 +350,7 @@ KN_AI void q8_k6(const struct q8_ctx *c, int64_t r0, int64_t r1, int t0, const i
             acc0[t] = acc1[t] = acco[t] = _mm256_setzero_ps();
         for (int64_t i = 0; i < nsb; i++) {
             const struct kn_block_q6_k *b = row + i;
-            prefetch_span(b, sizeof *b);
+            kn_prefetch_ahead(b, sizeof *b);
             __m128i sc8 = _mm_loadu_si128((const __m128i *)(const void *)b->scales);
             __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
             const __m256 dw = _mm256_set1_ps(h2f(b->d));
