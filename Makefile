@@ -50,7 +50,7 @@ TEST_SH   := $(filter-out tests/run_tests.sh,$(wildcard tests/*.sh)) # the runne
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 
-.PHONY: all help deps test test-asan test-model test-gpu bench bench-matmul bench-gpu cuda-check model run clean format
+.PHONY: all help deps test test-asan test-model test-gpu bench bench-matmul bench-gpu gpu-bundle cuda-check model run clean format
 .PHONY: kvchat build-tests run-tests
 all: kvchat
 
@@ -64,6 +64,7 @@ help:
 	@echo "make bench    CPU benchmark on generated TinyLlama-1.1B-shape GGUFs"
 	@echo "make cuda-check  compile and link the CUDA backend"
 	@echo "make test-gpu / bench-gpu  GPU tests and benchmarks (need an NVIDIA GPU)"
+	@echo "make gpu-bundle  pack them for a GPU machine without the build deps (tests/gpu/device_run.sh there)"
 
 deps:
 	@sh tests/tools/deps.sh
@@ -140,6 +141,11 @@ bench: kvchat
 # CPU matmul throughput on TinyLlama-1.1B shapes (built by the tests/% rule above); ARGS="-t 2 -r 5"
 bench-matmul: $(BUILD)/tests/tools/bench_matmul
 	$(BUILD)/tests/tools/bench_matmul $(ARGS)
+
+# The GPU tests and benchmarks packed for a GPU machine that cannot build the project (tests/gpu/bundle.sh);
+# there: sh tests/gpu/device_run.sh test|bench|all
+gpu-bundle:
+	@sh tests/gpu/bundle.sh
 
 bench-gpu:
 	@$(MAKE) --no-print-directory CUDA=1 kvchat build/cuda/mkmodel build/cuda/tests/gpu/gpu_info
