@@ -279,34 +279,51 @@ static void group_q_prep_simd(const kn_half *ks, const kn_half *kz, const float 
 }
 
 // Unscaled logits of fp slots [0, n_fp) for nh heads into l[h*stride + s] (D % 8 == 0), 8 slots at a time.
+// Each block of 8 key rows is converted to fp32 once (kt, in L1) and used by every head of the item.
+#define AT_KT_MAX_D 256
 static void fp_logits_simd(const struct kv_head_view *hv, const float *q, int nh, int D, float *l, int stride,
-                           float scale) {
-    const int n_fp = hv->n_fp;
-    for (int h = 0; h < nh; h++) {
-        const float *qh = q + (size_t)h * D;
-        float *lh = l + (size_t)h * stride;
-        int s = 0;
-        for (; s + 8 <= n_fp; s += 8) {
-            const kn_half *k = kvq_fp_k(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK); // 8 rows of D
+                           float scale, int n_fp) {
+    _Alignas(32) float kt[8 * AT_KT_MAX_D];
+    const int tile = D <= AT_KT_MAX_D;
+    int s = 0;
+    for (; s + 8 <= n_fp; s += 8) {
+        const kn_half *k = kvq_fp_k(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK); // 8 rows of D
+        if (tile)
+            for (int e = 0; e < 8 * D; e += 8)
+                _mm256_store_ps(kt + e, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + e))));
+        for (int h = 0; h < nh; h++) {
+            const float *qh = q + (size_t)h * D;
             __m256 acc[8];
             KN_UNROLL
             for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-            for (int d = 0; d < D; d += 8) {
-                __m256 qv = _mm256_loadu_ps(qh + d);
-                KN_UNROLL
-                for (int j = 0; j < 8; j++)
-                    acc[j] = _mm256_fmadd_ps(
-                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + (size_t)j * D + d))), qv, acc[j]);
+            if (tile) {
+                for (int d = 0; d < D; d += 8) {
+                    __m256 qv = _mm256_loadu_ps(qh + d);
+                    KN_UNROLL
+                    for (int j = 0; j < 8; j++)
+                        acc[j] = _mm256_fmadd_ps(_mm256_load_ps(kt + (size_t)j * D + d), qv, acc[j]);
+                }
+            } else {
+                for (int d = 0; d < D; d += 8) {
+                    __m256 qv = _mm256_loadu_ps(qh + d);
+                    KN_UNROLL
+                    for (int j = 0; j < 8; j++)
+                        acc[j] = _mm256_fmadd_ps(
+                            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + (size_t)j * D + d))), qv, acc[j]);
+                }
             }
-            _mm256_storeu_ps(lh + s, _mm256_mul_ps(hsum8x8(acc), _mm256_set1_ps(scale)));
+            _mm256_storeu_ps(l + (size_t)h * stride + s, _mm256_mul_ps(hsum8x8(acc), _mm256_set1_ps(scale)));
         }
-        for (; s < n_fp; s++) {
-            const kn_half *k = kvq_fp_k(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK);
+    }
+    for (; s < n_fp; s++) {
+        const kn_half *k = kvq_fp_k(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK);
+        for (int h = 0; h < nh; h++) {
+            const float *qh = q + (size_t)h * D;
             __m256 acc = _mm256_setzero_ps();
             for (int d = 0; d < D; d += 8)
                 acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + d))),
                                       _mm256_loadu_ps(qh + d), acc);
-            lh[s] = scale * hsum8(acc);
+            l[(size_t)h * stride + s] = scale * hsum8(acc);
         }
     }
 }
@@ -390,8 +407,9 @@ static void values_prep(const struct at_ctx *c, const struct kv_head_view *hv, i
 // code vector; packed values as Σ (p·vscale)·code with the weights of values_prep (zero terms are its job).
 // NH·NV <= 8.
 __attribute__((always_inline)) static inline void values_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
-                                                               int n_q, const float *const *ph, const float *const *pw,
-                                                               int d0, const int NV, const int NH, float *const *out) {
+                                                               int n_q, int n_fp, const float *const *ph,
+                                                               const float *const *pw, int d0, const int NV, const int NH,
+                                                               float *const *out) {
     const int D = c->D, G = c->f.G, B = c->f.B, nvg = c->packed ? D / c->f.VG : 1, VG = c->f.VG;
     __m256 acc[4][4], acc2[4];
     KN_UNROLL
@@ -415,7 +433,7 @@ __attribute__((always_inline)) static inline void values_chunk(const struct at_c
             }
         }
     }
-    const int n_fp = hv->n_fp, base = n_q * G;
+    const int base = n_q * G;
     if (NH >= 2) {
         for (int s = 0; s < n_fp; s++) {
             float p[4];
@@ -469,9 +487,10 @@ __attribute__((always_inline)) static inline void values_chunk(const struct at_c
     }
 }
 
-// out(nh, D) = Σ_slots p·v (packed weights pw from values_prep, row stride pstride). Needs D % 8 == 0 and, with
-// packed groups, VG % 8 == 0 and B in {2, 4}. Heads by fours (16 channels a pass), then pairs (32), then one.
-static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, const float *L,
+// out(nh, D) = Σ_slots p·v over the packed groups and fp slots [0, n_fp) (packed weights pw from values_prep, row
+// stride pstride). Needs D % 8 == 0 and, with packed groups, VG % 8 == 0 and B in {2, 4}. Heads by fours (16
+// channels a pass), then pairs (32), then one.
+static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, int n_fp, const float *L,
                         const float *pw, size_t pstride, int nh, float *out) {
     const int D = c->D;
     int h = 0;
@@ -484,8 +503,8 @@ static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, i
             o[k] = out + (size_t)(h + k) * D;
         }
         int d0 = 0;
-        for (; d0 + 16 <= D; d0 += 16) values_chunk(c, hv, n_q, ph, w, d0, 2, 4, o);
-        for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, w, d0, 1, 4, o);
+        for (; d0 + 16 <= D; d0 += 16) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 2, 4, o);
+        for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 1, 4, o);
     }
     for (; h < nh; h += 2) {
         int two = h + 1 < nh;
@@ -494,11 +513,11 @@ static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, i
         float *o[2] = {out + (size_t)h * D, out + (size_t)(h + two) * D};
         int d0 = 0;
         if (two) {
-            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, w, d0, 4, 2, o);
-            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, w, d0, 1, 2, o);
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 4, 2, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 1, 2, o);
         } else {
-            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, ph, w, d0, 4, 1, o);
-            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, ph, w, d0, 1, 1, o);
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 4, 1, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 1, 1, o);
         }
     }
 }
@@ -588,10 +607,18 @@ static void at_task(void *vctx, int task, int tid) {
                     L[(size_t)h * c->slots_pad + g * G + t] =
                         (vis >> t & 1) ? a->scale * (LG[(size_t)h * G + t] + ZQ[h]) : -INFINITY;
     }
+    // fp slots [n_act, n_fp) are all invisible (in a causal prefill, the later tokens): they get no logits, no
+    // softmax and no values, only zero probabilities. n_act is a multiple of 8 (or n_fp).
+    int n_act = n_fp;
 #ifdef KN_SIMD
-    if (fast) { // every slot, then the mask
-        fp_logits_simd(hv, q, nh, D, L + n_q * G, c->slots_pad, a->scale);
+    if (fast) { // every slot up to the last visible one, then the mask
+        int last = -1;
         for (int s = 0; s < n_fp; s++)
+            if (visible(kvq_fp_pos(hv->fp_blocks[s / KV_FP_BLOCK])[s % KV_FP_BLOCK], qp, kv->window)) last = s;
+        n_act = (last + 8) & ~7;
+        if (n_act > n_fp) n_act = n_fp;
+        fp_logits_simd(hv, q, nh, D, L + n_q * G, c->slots_pad, a->scale, n_act);
+        for (int s = 0; s < n_act; s++)
             if (!visible(kvq_fp_pos(hv->fp_blocks[s / KV_FP_BLOCK])[s % KV_FP_BLOCK], qp, kv->window))
                 for (int h = 0; h < nh; h++) L[(size_t)h * c->slots_pad + n_q * G + s] = -INFINITY;
     } else
@@ -609,7 +636,11 @@ static void at_task(void *vctx, int task, int tid) {
         }
 
     // 2. softmax per head (rows with nothing visible become all zeros)
-    for (int h = 0; h < nh; h++) softmax_row(L + (size_t)h * c->slots_pad, n_slots, simd);
+    for (int h = 0; h < nh; h++) {
+        float *lh = L + (size_t)h * c->slots_pad;
+        softmax_row(lh, n_q * G + n_act, simd);
+        if (n_act < n_fp) memset(lh + n_q * G + n_act, 0, sizeof(float) * (size_t)(n_fp - n_act));
+    }
 
     // 3. weighted values
     memset(O, 0, sizeof(float) * (size_t)nh * D);
@@ -618,7 +649,7 @@ static void at_task(void *vctx, int task, int tid) {
     if (fast_v) {
         size_t pstride = (size_t)c->slots_pad * (nvg ? nvg : 1);
         if (n_q) values_prep(c, hv, n_q, L, nh, PS, pstride, ZA);
-        values_simd(c, hv, n_q, L, PS, pstride, nh, O);
+        values_simd(c, hv, n_q, n_act, L, PS, pstride, nh, O);
         goto outputs;
     }
 #endif

@@ -586,6 +586,16 @@ static void build_layer(struct layer_build *L, struct kn_backend *be, int n_kv, 
     L->view.heads = L->hv;
 }
 
+// fp slots in position order (as a prefill appends them), keeping the set of positions.
+static void fp_in_order(struct layer_build *L) {
+    for (int h = 0; h < L->view.n_head_kv; h++) {
+        struct head_build *hb = &L->hb[h];
+        int32_t lo = INT32_MAX;
+        for (int s = 0; s < hb->n_fp; s++) lo = fp_pos(hb->fp[s / 32])[s % 32] < lo ? fp_pos(hb->fp[s / 32])[s % 32] : lo;
+        for (int s = 0; s < hb->n_fp; s++) fp_pos(hb->fp[s / 32])[s % 32] = lo + s;
+    }
+}
+
 static void free_layer(struct layer_build *L, struct kn_backend *be) {
     for (int h = 0; h < L->view.n_head_kv; h++) {
         for (int g = 0; g < L->hb[h].n_q; g++) be->ops->dealloc(be, L->hb[h].qb[g]);
@@ -650,7 +660,7 @@ static void test_attention(void) {
     struct layer_build L;
     int32_t qp[600];
     // decode, fp only, MHA / GQA / MQA, several head dims (odd ones included)
-    static const int dims[] = {8, 64, 256, 7, 13};
+    static const int dims[] = {8, 64, 256, 320, 7, 13}; // 320: past the fp32 key tile of the SIMD logits
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         int D = dims[di];
         build_layer(&L, be2, 2, D, 0, 32, 45, 0, 0, 0, 0);
@@ -722,6 +732,29 @@ static void test_attention(void) {
     build_layer(&L, be2, 2, 8, 0, 32, 100, 0, 0, 0, 0);
     for (int i = 0; i < 100; i++) qp[i] = i;
     check_attn("prefill 100 causal probs", &L, 4, 100, qp, 1);
+    free_layer(&L, be2);
+    build_layer(&L, be2, 1, 320, 0, 32, 45, 0, 0, 0, 0);
+    for (int i = 0; i < 45; i++) qp[i] = i;
+    check_attn("prefill 45 causal D=320 probs", &L, 2, 45, qp, 1);
+    free_layer(&L, be2);
+    // slots in position order, as a prefill writes them: the later slots of each query are skipped whole
+    // (their probabilities must still be zeros); one KV head's queries follow another's on a thread
+    build_layer(&L, be2, 2, 64, 0, 32, 100, 0, 0, 0, 0);
+    fp_in_order(&L);
+    for (int i = 0; i < 100; i++) qp[i] = i;
+    check_attn("prefill 100 in order probs", &L, 4, 100, qp, 1);
+    for (int i = 0; i < 100; i++) qp[i] = 99 - i; // descending: stale rows of longer queries in the scratch
+    check_attn("prefill 100 in order, descending probs", &L, 4, 100, qp, 1);
+    free_layer(&L, be2);
+    build_layer(&L, be2, 2, 64, 4, 32, 70, 2, 0, 0, 1);
+    fp_in_order(&L);
+    for (int i = 0; i < 70; i++) qp[i] = 2 * 2 * 32 + i;
+    check_attn("mixed, fp in order, causal probs", &L, 4, 70, qp, 1);
+    free_layer(&L, be2);
+    build_layer(&L, be2, 1, 320, 0, 32, 45, 0, 0, 0, 0);
+    fp_in_order(&L);
+    for (int i = 0; i < 45; i++) qp[i] = 44 - i;
+    check_attn("prefill 45 in order D=320 probs", &L, 2, 45, qp, 1);
     free_layer(&L, be2);
 }
 
