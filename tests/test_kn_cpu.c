@@ -751,6 +751,20 @@ static void test_attention(void) {
     for (int i = 0; i < 70; i++) qp[i] = 2 * 2 * 32 + i;
     check_attn("mixed, fp in order, causal probs", &L, 4, 70, qp, 1);
     free_layer(&L, be2);
+    // sliding window without a packed region: the slots before the window are skipped too
+    build_layer(&L, be2, 2, 64, 0, 32, 120, 0, 40, 0, 0);
+    for (int i = 0; i < 120; i++) qp[i] = i;
+    check_attn("prefill 120 window 40 probs", &L, 4, 120, qp, 1);
+    fp_in_order(&L);
+    check_attn("prefill 120 window 40 in order probs", &L, 4, 120, qp, 1);
+    for (int i = 0; i < 120; i++) qp[i] = 119 - i;
+    check_attn("prefill 120 window 40 in order, descending probs", &L, 2, 120, qp, 1);
+    free_layer(&L, be2);
+    build_layer(&L, be2, 1, 256, 0, 32, 90, 0, 17, 0, 0);
+    fp_in_order(&L);
+    for (int i = 0; i < 90; i++) qp[i] = i;
+    check_attn("prefill 90 window 17 in order D=256 MQA probs", &L, 4, 90, qp, 1);
+    free_layer(&L, be2);
     build_layer(&L, be2, 1, 320, 0, 32, 45, 0, 0, 0, 0);
     fp_in_order(&L);
     for (int i = 0; i < 45; i++) qp[i] = 44 - i;
