@@ -403,18 +403,15 @@ static void values_prep(const struct at_ctx *c, const struct kv_head_view *hv, i
     }
 }
 
-// out_h(d0 .. d0 + 8·NV) = Σ_slots p_h·v for NH (1, 2 or 4) heads sharing every converted V row and expanded
-// code vector; packed values as Σ (p·vscale)·code with the weights of values_prep (zero terms are its job).
-// NH·NV <= 8.
-__attribute__((always_inline)) static inline void values_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
-                                                               int n_q, int n_fp, const float *const *ph,
-                                                               const float *const *pw, int d0, const int NV, const int NH,
-                                                               float *const *out) {
-    const int D = c->D, G = c->f.G, B = c->f.B, nvg = c->packed ? D / c->f.VG : 1, VG = c->f.VG;
-    __m256 acc[4][4], acc2[4];
+// out_h(d0 .. d0 + 8·NV) = Σ over the packed slots of (p·vscale)·code for NH (1, 2 or 4) heads sharing every
+// expanded code vector, with the weights of values_prep (zero terms are its job). NH·NV <= 8.
+__attribute__((always_inline)) static inline void values_packed_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
+                                                                      int n_q, const float *const *pw, int d0,
+                                                                      const int NV, const int NH, float *const *out) {
+    const int D = c->D, G = c->f.G, B = c->f.B, nvg = D / c->f.VG, VG = c->f.VG;
+    __m256 acc[4][4];
     KN_UNROLL
     for (int j = 0; j < NV; j++) {
-        acc2[j] = _mm256_setzero_ps();
         KN_UNROLL
         for (int h = 0; h < NH; h++) acc[h][j] = _mm256_setzero_ps();
     }
@@ -433,47 +430,46 @@ __attribute__((always_inline)) static inline void values_chunk(const struct at_c
             }
         }
     }
-    const int base = n_q * G;
-    if (NH >= 2) {
-        for (int s = 0; s < n_fp; s++) {
-            float p[4];
-            int any = 0;
-            KN_UNROLL
-            for (int h = 0; h < NH; h++) {
-                p[h] = ph[h][base + s];
-                any |= p[h] != 0.0f;
-            }
-            if (!any) continue;
-            const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
-            KN_UNROLL
-            for (int j = 0; j < NV; j++) {
-                __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j)));
-                KN_UNROLL
-                for (int h = 0; h < NH; h++) acc[h][j] = _mm256_fmadd_ps(_mm256_set1_ps(p[h]), v, acc[h][j]);
-            }
-        }
-    } else {
-        int s = 0;
-        for (; s + 2 <= n_fp; s += 2) { // two slots per step: two chains per vector
-            float p0 = ph[0][base + s], p1 = ph[0][base + s + 1];
-            if (p0 == 0.0f && p1 == 0.0f) continue;
-            const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
-            const kn_half *v1 = kvq_fp_v(hv->fp_blocks[(s + 1) / KV_FP_BLOCK], D, (s + 1) % KV_FP_BLOCK) + d0;
-            __m256 w0 = _mm256_set1_ps(p0), w1 = _mm256_set1_ps(p1);
+    KN_UNROLL
+    for (int j = 0; j < NV; j++) {
+        KN_UNROLL
+        for (int h = 0; h < NH; h++) _mm256_storeu_ps(out[h] + d0 + 8 * j, acc[h][j]);
+    }
+}
+
+// out_h(d0 .. d0 + 8·NV) (+)= Σ_k pk_h[k]·v_k over the item's live fp slots (vrow[k]: their V rows, pk_h: their
+// weights, compacted; see values_simd) for NH heads sharing every converted V row; it continues the packed
+// sums in out when `cont`. One head runs two chains (even and odd k). Apart from the packed part so that GCC
+// keeps these accumulators in registers.
+__attribute__((always_inline)) static inline void values_fp_chunk(const kn_half *const *vrow, int n_live,
+                                                                  const float *const *pk, int d0, const int NV,
+                                                                  const int NH, int cont, float *const *out) {
+    __m256 acc[4][4], acc2[4];
+    KN_UNROLL
+    for (int j = 0; j < NV; j++) {
+        acc2[j] = _mm256_setzero_ps();
+        KN_UNROLL
+        for (int h = 0; h < NH; h++)
+            acc[h][j] = cont ? _mm256_loadu_ps(out[h] + d0 + 8 * j) : _mm256_setzero_ps();
+    }
+    int k = 0;
+    if (NH == 1)
+        for (; k + 2 <= n_live; k += 2) {
+            const kn_half *v0 = vrow[k] + d0, *v1 = vrow[k + 1] + d0;
+            __m256 w0 = _mm256_broadcast_ss(pk[0] + k), w1 = _mm256_broadcast_ss(pk[0] + k + 1);
             KN_UNROLL
             for (int j = 0; j < NV; j++) {
                 acc[0][j] = _mm256_fmadd_ps(w0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j))), acc[0][j]);
                 acc2[j] = _mm256_fmadd_ps(w1, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v1 + 8 * j))), acc2[j]);
             }
         }
-        for (; s < n_fp; s++) {
-            float p0 = ph[0][base + s];
-            if (p0 == 0.0f) continue;
-            const kn_half *v0 = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK) + d0;
-            __m256 w0 = _mm256_set1_ps(p0);
+    for (; k < n_live; k++) {
+        const kn_half *v0 = vrow[k] + d0;
+        KN_UNROLL
+        for (int j = 0; j < NV; j++) {
+            __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j)));
             KN_UNROLL
-            for (int j = 0; j < NV; j++)
-                acc[0][j] = _mm256_fmadd_ps(w0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v0 + 8 * j))), acc[0][j]);
+            for (int h = 0; h < NH; h++) acc[h][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(pk[h] + k), v, acc[h][j]);
         }
     }
     KN_UNROLL
@@ -487,37 +483,59 @@ __attribute__((always_inline)) static inline void values_chunk(const struct at_c
     }
 }
 
+// out_h(d0 .. d0 + 8·NV) = Σ_slots p_h·v: the packed slots, then the live fp ones, one chain per output vector.
+__attribute__((always_inline)) static inline void values_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
+                                                               int n_q, const kn_half *const *vrow, int n_live,
+                                                               const float *const *pk, const float *const *pw, int d0,
+                                                               const int NV, const int NH, float *const *out) {
+    if (n_q) values_packed_chunk(c, hv, n_q, pw, d0, NV, NH, out);
+    values_fp_chunk(vrow, n_live, pk, d0, NV, NH, n_q > 0, out);
+}
+
 // out(nh, D) = Σ_slots p·v over the packed groups and fp slots [0, n_fp) (packed weights pw from values_prep, row
-// stride pstride). Needs D % 8 == 0 and, with packed groups, VG % 8 == 0 and B in {2, 4}. Heads by fours (16
-// channels a pass), then pairs (32), then one.
-static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, int n_fp, const float *L,
-                        const float *pw, size_t pstride, int nh, float *out) {
-    const int D = c->D;
+// stride pstride). Needs D % 8 == 0 and, with packed groups, VG % 8 == 0 and B in {2, 4}. First the fp slots
+// that some head of the item weighs (p != 0; the others contribute nothing) are listed once: their V rows into
+// vrow and, in place in L, their weights (so L's fp part is no longer the probabilities afterwards). Then heads
+// by fours (16 channels a pass), pairs (32), one (32), each pass a branch-free loop over the list.
+static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, int n_q, int n_fp, float *L,
+                        const float *pw, size_t pstride, int nh, const kn_half **vrow, float *out) {
+    const int D = c->D, base = n_q * c->f.G;
+    int n_live = 0;
+    for (int s = 0; s < n_fp; s++) {
+        int any = 0;
+        for (int h = 0; h < nh; h++) any |= L[(size_t)h * c->slots_pad + base + s] != 0.0f;
+        if (!any) continue;
+        for (int h = 0; h < nh; h++) {
+            float *lh = L + (size_t)h * c->slots_pad + base;
+            lh[n_live] = lh[s];
+        }
+        vrow[n_live++] = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK);
+    }
     int h = 0;
     for (; h + 4 <= nh; h += 4) {
-        const float *ph[4], *w[4];
+        const float *pk[4], *w[4];
         float *o[4];
         for (int k = 0; k < 4; k++) {
-            ph[k] = L + (size_t)(h + k) * c->slots_pad;
+            pk[k] = L + (size_t)(h + k) * c->slots_pad + base;
             w[k] = pw + (size_t)(h + k) * pstride;
             o[k] = out + (size_t)(h + k) * D;
         }
         int d0 = 0;
-        for (; d0 + 16 <= D; d0 += 16) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 2, 4, o);
-        for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 1, 4, o);
+        for (; d0 + 16 <= D; d0 += 16) values_chunk(c, hv, n_q, vrow, n_live, pk, w, d0, 2, 4, o);
+        for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, vrow, n_live, pk, w, d0, 1, 4, o);
     }
     for (; h < nh; h += 2) {
         int two = h + 1 < nh;
-        const float *ph[2] = {L + (size_t)h * c->slots_pad, L + (size_t)(h + two) * c->slots_pad};
+        const float *pk[2] = {L + (size_t)h * c->slots_pad + base, L + (size_t)(h + two) * c->slots_pad + base};
         const float *w[2] = {pw + (size_t)h * pstride, pw + (size_t)(h + two) * pstride};
         float *o[2] = {out + (size_t)h * D, out + (size_t)(h + two) * D};
         int d0 = 0;
         if (two) {
-            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 4, 2, o);
-            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 1, 2, o);
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, vrow, n_live, pk, w, d0, 4, 2, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, vrow, n_live, pk, w, d0, 1, 2, o);
         } else {
-            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 4, 1, o);
-            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, n_fp, ph, w, d0, 1, 1, o);
+            for (; d0 + 32 <= D; d0 += 32) values_chunk(c, hv, n_q, vrow, n_live, pk, w, d0, 4, 1, o);
+            for (; d0 < D; d0 += 8) values_chunk(c, hv, n_q, vrow, n_live, pk, w, d0, 1, 1, o);
         }
     }
 }
@@ -544,7 +562,7 @@ static void at_task(void *vctx, int task, int tid) {
 #endif
 
     // scratch: logits (nh, slots_pad) | out (nh, D) | qs (nh, D) | zacc (nh, nvg) | lg (nh, G) | zq, p (nh) |
-    // packed value weights (nh, slots_pad * nvg)
+    // packed value weights (nh, slots_pad * nvg) | V rows of the live fp slots (slots_pad pointers)
     float *L = kn_cpu_thread_scratch(c->cpu, tid);
     float *O = L + (size_t)nh * c->slots_pad;
     float *QS = O + (size_t)nh * D;
@@ -554,6 +572,9 @@ static void at_task(void *vctx, int task, int tid) {
     float *P = ZQ + nh;
 #ifdef KN_SIMD
     float *PS = P + nh; // (nh, slots_pad * nvg) packed value weights (SIMD path)
+    // then the V rows of the live fp slots (slots_pad pointers, 8-byte aligned)
+    size_t vr_off = (size_t)(PS - L) + (c->packed ? (size_t)nh * c->slots_pad * (size_t)nvg : 0);
+    const kn_half **VR = (const kn_half **)(void *)(L + ((vr_off + 1) & ~(size_t)1));
 #endif
     const float *q = a->q + ((size_t)i * a->n_head + hq0) * D; // (nh, D) contiguous
 
@@ -642,6 +663,14 @@ static void at_task(void *vctx, int task, int tid) {
         if (n_act < n_fp) memset(lh + n_q * G + n_act, 0, sizeof(float) * (size_t)(n_fp - n_act));
     }
 
+    // probabilities out now: the SIMD values path compacts L's fp part
+    if (a->probs)
+        for (int h = 0; h < nh; h++) {
+            float *pr = a->probs + ((size_t)(hq0 + h) * a->n_tok + i) * a->probs_stride;
+            memcpy(pr, L + (size_t)h * c->slots_pad, sizeof(float) * (size_t)n_slots);
+            if (a->probs_stride > n_slots) memset(pr + n_slots, 0, sizeof(float) * (size_t)(a->probs_stride - n_slots));
+        }
+
     // 3. weighted values
     memset(O, 0, sizeof(float) * (size_t)nh * D);
     if (nvg) memset(ZA, 0, sizeof(float) * (size_t)nh * nvg);
@@ -649,7 +678,7 @@ static void at_task(void *vctx, int task, int tid) {
     if (fast_v) {
         size_t pstride = (size_t)c->slots_pad * (nvg ? nvg : 1);
         if (n_q) values_prep(c, hv, n_q, L, nh, PS, pstride, ZA);
-        values_simd(c, hv, n_q, n_act, L, PS, pstride, nh, O);
+        values_simd(c, hv, n_q, n_act, L, PS, pstride, nh, VR, O);
         goto outputs;
     }
 #endif
@@ -673,18 +702,13 @@ static void at_task(void *vctx, int task, int tid) {
         }
     }
 
-    // 4. outputs and probabilities
+    // 4. outputs
 #ifdef KN_SIMD
 outputs:
 #endif
     for (int h = 0; h < nh; h++) {
         float *out = a->out + ((size_t)i * a->n_head + hq0 + h) * D;
         for (int d = 0; d < D; d++) out[d] = O[(size_t)h * D + d] + (nvg ? ZA[(size_t)h * nvg + d / c->f.VG] : 0.0f);
-        if (a->probs) {
-            float *pr = a->probs + ((size_t)(hq0 + h) * a->n_tok + i) * a->probs_stride;
-            memcpy(pr, L + (size_t)h * c->slots_pad, sizeof(float) * (size_t)n_slots);
-            if (a->probs_stride > n_slots) memset(pr + n_slots, 0, sizeof(float) * (size_t)(a->probs_stride - n_slots));
-        }
     }
 }
 
@@ -735,7 +759,7 @@ void kn_cpu_attention(struct kn_backend *be, const struct kn_attn_args *a) {
     c.n_sub = (c.grp + c.hsub - 1) / c.hsub;
     int nvg = c.packed ? D / c.f.VG : 1;
     size_t per = (size_t)c.hsub * ((size_t)c.slots_pad * (c.packed ? 1 + (size_t)nvg : 1) + 2 * (size_t)D + (size_t)nvg +
-                                   KV_MAX_GROUP + 2) + 64;
+                                   KV_MAX_GROUP + 2) + 2 * (size_t)c.slots_pad + 2 + 64;
     if (kn_cpu_thread_scratch_reserve(cpu, per * sizeof(float)) != 0) {
         memset(a->out, 0, sizeof(float) * (size_t)a->n_tok * a->n_head * D);
         return;

@@ -760,6 +760,14 @@ static void test_attention(void) {
     for (int i = 0; i < 120; i++) qp[i] = 119 - i;
     check_attn("prefill 120 window 40 in order, descending probs", &L, 2, 120, qp, 1);
     free_layer(&L, be2);
+    // the default model's shape: MQA, D=256, window 512, a long in-order cache; decode and a prefill tail
+    build_layer(&L, be2, 1, 256, 0, 32, 600, 0, 512, 0, 0);
+    fp_in_order(&L);
+    qp[0] = 599;
+    check_attn("MQA D=256 window 512 decode", &L, 4, 1, qp, 1);
+    for (int i = 0; i < 40; i++) qp[i] = 560 + i;
+    check_attn("MQA D=256 window 512 prefill tail", &L, 4, 40, qp, 1);
+    free_layer(&L, be2);
     build_layer(&L, be2, 1, 256, 0, 32, 90, 0, 17, 0, 0);
     fp_in_order(&L);
     for (int i = 0; i < 90; i++) qp[i] = i;
