@@ -15,6 +15,9 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define KN_SIMD 1
 #include <immintrin.h>
+#if defined(__AVX512F__) && !defined(KN_NO_AVX512)
+#define AT_AVX512 1 // fp-slot logits and value passes in 512-bit vectors (head dims a multiple of 16)
+#endif
 #endif
 
 #ifdef KN_SIMD
@@ -283,7 +286,7 @@ static void group_q_prep_simd(const kn_half *ks, const kn_half *kz, const float 
 #define AT_KT_MAX_D 256
 static void fp_logits_simd(const struct kv_head_view *hv, const float *q, int nh, int D, float *l, int stride,
                            float scale, int n_fp) {
-    _Alignas(32) float kt[8 * AT_KT_MAX_D];
+    _Alignas(64) float kt[8 * AT_KT_MAX_D];
     const int tile = D <= AT_KT_MAX_D;
     int s = 0;
     for (; s + 8 <= n_fp; s += 8) {
@@ -296,6 +299,23 @@ static void fp_logits_simd(const struct kv_head_view *hv, const float *q, int nh
             __m256 acc[8];
             KN_UNROLL
             for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+#ifdef AT_AVX512
+            if (tile && D % 16 == 0) { // 16 lanes per row, folded to 8 before the horizontal sums
+                __m512 acc16[8];
+                KN_UNROLL
+                for (int j = 0; j < 8; j++) acc16[j] = _mm512_setzero_ps();
+                for (int d = 0; d < D; d += 16) {
+                    __m512 qv = _mm512_loadu_ps(qh + d);
+                    KN_UNROLL
+                    for (int j = 0; j < 8; j++)
+                        acc16[j] = _mm512_fmadd_ps(_mm512_load_ps(kt + (size_t)j * D + d), qv, acc16[j]);
+                }
+                KN_UNROLL
+                for (int j = 0; j < 8; j++)
+                    acc[j] = _mm256_add_ps(_mm512_castps512_ps256(acc16[j]),
+                                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc16[j]), 1)));
+            } else
+#endif
             if (tile) {
                 for (int d = 0; d < D; d += 8) {
                     __m256 qv = _mm256_loadu_ps(qh + d);
@@ -483,6 +503,52 @@ __attribute__((always_inline)) static inline void values_fp_chunk(const kn_half 
     }
 }
 
+#ifdef AT_AVX512
+// values_fp_chunk in 512-bit vectors: out_h(d0 .. d0 + 16·NV) = Σ_k pk_h[k]·v_k (no packed region).
+__attribute__((always_inline)) static inline void values_fp_chunk16(const kn_half *const *vrow, int n_live,
+                                                                    const float *const *pk, int d0, const int NV,
+                                                                    const int NH, float *const *out) {
+    __m512 acc[4][4], acc2[4];
+    KN_UNROLL
+    for (int j = 0; j < NV; j++) {
+        acc2[j] = _mm512_setzero_ps();
+        KN_UNROLL
+        for (int h = 0; h < NH; h++) acc[h][j] = _mm512_setzero_ps();
+    }
+    int k = 0;
+    if (NH == 1)
+        for (; k + 2 <= n_live; k += 2) {
+            const kn_half *v0 = vrow[k] + d0, *v1 = vrow[k + 1] + d0;
+            __m512 w0 = _mm512_set1_ps(pk[0][k]), w1 = _mm512_set1_ps(pk[0][k + 1]);
+            KN_UNROLL
+            for (int j = 0; j < NV; j++) {
+                acc[0][j] = _mm512_fmadd_ps(w0, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v0 + 16 * j))),
+                                            acc[0][j]);
+                acc2[j] = _mm512_fmadd_ps(w1, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v1 + 16 * j))),
+                                          acc2[j]);
+            }
+        }
+    for (; k < n_live; k++) {
+        const kn_half *v0 = vrow[k] + d0;
+        KN_UNROLL
+        for (int j = 0; j < NV; j++) {
+            __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v0 + 16 * j)));
+            KN_UNROLL
+            for (int h = 0; h < NH; h++) acc[h][j] = _mm512_fmadd_ps(_mm512_set1_ps(pk[h][k]), v, acc[h][j]);
+        }
+    }
+    KN_UNROLL
+    for (int j = 0; j < NV; j++) {
+        if (NH == 1) {
+            _mm512_storeu_ps(out[0] + d0 + 16 * j, _mm512_add_ps(acc[0][j], acc2[j]));
+        } else {
+            KN_UNROLL
+            for (int h = 0; h < NH; h++) _mm512_storeu_ps(out[h] + d0 + 16 * j, acc[h][j]);
+        }
+    }
+}
+#endif
+
 // out_h(d0 .. d0 + 8·NV) = Σ_slots p_h·v: the packed slots, then the live fp ones, one chain per output vector.
 __attribute__((always_inline)) static inline void values_chunk(const struct at_ctx *c, const struct kv_head_view *hv,
                                                                int n_q, const kn_half *const *vrow, int n_live,
@@ -512,6 +578,35 @@ static void values_simd(const struct at_ctx *c, const struct kv_head_view *hv, i
         vrow[n_live++] = kvq_fp_v(hv->fp_blocks[s / KV_FP_BLOCK], D, s % KV_FP_BLOCK);
     }
     int h = 0;
+#ifdef AT_AVX512
+    if (!n_q && D % 16 == 0) { // heads by fours (32 channels a pass), pairs (64), one (64)
+        for (; h + 4 <= nh; h += 4) {
+            const float *pk[4];
+            float *o[4];
+            for (int k = 0; k < 4; k++) {
+                pk[k] = L + (size_t)(h + k) * c->slots_pad;
+                o[k] = out + (size_t)(h + k) * D;
+            }
+            int d0 = 0;
+            for (; d0 + 32 <= D; d0 += 32) values_fp_chunk16(vrow, n_live, pk, d0, 2, 4, o);
+            for (; d0 < D; d0 += 16) values_fp_chunk16(vrow, n_live, pk, d0, 1, 4, o);
+        }
+        for (; h < nh; h += 2) {
+            int two = h + 1 < nh;
+            const float *pk[2] = {L + (size_t)h * c->slots_pad, L + (size_t)(h + two) * c->slots_pad};
+            float *o[2] = {out + (size_t)h * D, out + (size_t)(h + two) * D};
+            int d0 = 0;
+            if (two) {
+                for (; d0 + 64 <= D; d0 += 64) values_fp_chunk16(vrow, n_live, pk, d0, 4, 2, o);
+                for (; d0 < D; d0 += 16) values_fp_chunk16(vrow, n_live, pk, d0, 1, 2, o);
+            } else {
+                for (; d0 + 64 <= D; d0 += 64) values_fp_chunk16(vrow, n_live, pk, d0, 4, 1, o);
+                for (; d0 < D; d0 += 16) values_fp_chunk16(vrow, n_live, pk, d0, 1, 1, o);
+            }
+        }
+        return;
+    }
+#endif
     for (; h + 4 <= nh; h += 4) {
         const float *pk[4], *w[4];
         float *o[4];
