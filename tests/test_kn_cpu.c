@@ -656,6 +656,11 @@ static void check_attn(const char *what, struct layer_build *L, int n_head, int 
     free(q); free(o1); free(o2); free(os); free(p1); free(pr); free(oref);
 }
 
+// qp[i] = first + step·i, i < n: the query positions of a batch.
+static void ramp(int32_t *qp, int n, int32_t first, int step) {
+    for (int i = 0; i < n; i++) qp[i] = first + step * i;
+}
+
 static void test_attention(void) {
     struct layer_build L;
     int32_t qp[600];
@@ -711,7 +716,7 @@ static void test_attention(void) {
     free_layer(&L, be2);
     // sliding window over a mixed cache
     build_layer(&L, be2, 2, 64, 4, 32, 50, 3, 40, 0, 1);
-    for (int i = 0; i < 5; i++) qp[i] = 60 + 30 * i;
+    ramp(qp, 5, 60, 30);
     check_attn("sliding window", &L, 4, 5, qp, 1);
     free_layer(&L, be2);
     // nothing visible: zeros
@@ -726,38 +731,38 @@ static void test_attention(void) {
     free_layer(&L, be2);
     // prefill: causal masking inside a batch whose tokens are in the cache (positions 0..n-1, shuffled slots)
     build_layer(&L, be2, 2, 64, 0, 32, 520, 0, 0, 0, 0);
-    for (int i = 0; i < 520; i++) qp[i] = i;
+    ramp(qp, 520, 0, 1);
     check_attn("prefill 520 causal", &L, 4, 520, qp, 0);
     free_layer(&L, be2);
     build_layer(&L, be2, 2, 8, 0, 32, 100, 0, 0, 0, 0);
-    for (int i = 0; i < 100; i++) qp[i] = i;
+    ramp(qp, 100, 0, 1);
     check_attn("prefill 100 causal probs", &L, 4, 100, qp, 1);
     free_layer(&L, be2);
     build_layer(&L, be2, 1, 320, 0, 32, 45, 0, 0, 0, 0);
-    for (int i = 0; i < 45; i++) qp[i] = i;
+    ramp(qp, 45, 0, 1);
     check_attn("prefill 45 causal D=320 probs", &L, 2, 45, qp, 1);
     free_layer(&L, be2);
     // slots in position order, as a prefill writes them: the later slots of each query are skipped whole
     // (their probabilities must still be zeros); one KV head's queries follow another's on a thread
     build_layer(&L, be2, 2, 64, 0, 32, 100, 0, 0, 0, 0);
     fp_in_order(&L);
-    for (int i = 0; i < 100; i++) qp[i] = i;
+    ramp(qp, 100, 0, 1);
     check_attn("prefill 100 in order probs", &L, 4, 100, qp, 1);
-    for (int i = 0; i < 100; i++) qp[i] = 99 - i; // descending: stale rows of longer queries in the scratch
+    ramp(qp, 100, 99, -1); // descending: stale rows of longer queries in the scratch
     check_attn("prefill 100 in order, descending probs", &L, 4, 100, qp, 1);
     free_layer(&L, be2);
     build_layer(&L, be2, 2, 64, 4, 32, 70, 2, 0, 0, 1);
     fp_in_order(&L);
-    for (int i = 0; i < 70; i++) qp[i] = 2 * 2 * 32 + i;
+    ramp(qp, 70, 2 * 2 * 32, 1);
     check_attn("mixed, fp in order, causal probs", &L, 4, 70, qp, 1);
     free_layer(&L, be2);
     // sliding window without a packed region: the slots before the window are skipped too
     build_layer(&L, be2, 2, 64, 0, 32, 120, 0, 40, 0, 0);
-    for (int i = 0; i < 120; i++) qp[i] = i;
+    ramp(qp, 120, 0, 1);
     check_attn("prefill 120 window 40 probs", &L, 4, 120, qp, 1);
     fp_in_order(&L);
     check_attn("prefill 120 window 40 in order probs", &L, 4, 120, qp, 1);
-    for (int i = 0; i < 120; i++) qp[i] = 119 - i;
+    ramp(qp, 120, 119, -1);
     check_attn("prefill 120 window 40 in order, descending probs", &L, 2, 120, qp, 1);
     free_layer(&L, be2);
     // the default model's shape: MQA, D=256, window 512, a long in-order cache; decode and a prefill tail
@@ -765,17 +770,17 @@ static void test_attention(void) {
     fp_in_order(&L);
     qp[0] = 599;
     check_attn("MQA D=256 window 512 decode", &L, 4, 1, qp, 1);
-    for (int i = 0; i < 40; i++) qp[i] = 560 + i;
+    ramp(qp, 40, 560, 1);
     check_attn("MQA D=256 window 512 prefill tail", &L, 4, 40, qp, 1);
     free_layer(&L, be2);
     build_layer(&L, be2, 1, 256, 0, 32, 90, 0, 17, 0, 0);
     fp_in_order(&L);
-    for (int i = 0; i < 90; i++) qp[i] = i;
+    ramp(qp, 90, 0, 1);
     check_attn("prefill 90 window 17 in order D=256 MQA probs", &L, 4, 90, qp, 1);
     free_layer(&L, be2);
     build_layer(&L, be2, 1, 320, 0, 32, 45, 0, 0, 0, 0);
     fp_in_order(&L);
-    for (int i = 0; i < 45; i++) qp[i] = 44 - i;
+    ramp(qp, 45, 44, -1);
     check_attn("prefill 45 in order D=320 probs", &L, 2, 45, qp, 1);
     free_layer(&L, be2);
 }
