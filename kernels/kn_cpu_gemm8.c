@@ -237,9 +237,7 @@ int kn_cpu_gemm8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const 
         memset(c.ab + last * (size_t)(K / c.sub) * G8_T, 0, sizeof(float) * (size_t)(K / c.sub) * G8_T);
     }
     kn_cpu_parallel(cpu, c.n_tiles, g8_quant_task, &c);
-    c.rows_per_task = (int)((N / 64 + G8_R - 1) / G8_R * G8_R);
-    if (c.rows_per_task < G8_R) c.rows_per_task = G8_R;
-    if (c.rows_per_task > 128) c.rows_per_task = 128;
+    c.rows_per_task = kn_cpu_rows_per_task(N, G8_R, 128);
     kn_cpu_parallel(cpu, (int)((N + c.rows_per_task - 1) / c.rows_per_task), g8_task, &c);
     return 0;
 #else

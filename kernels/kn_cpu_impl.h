@@ -65,6 +65,14 @@ int kn_cpu_matmul_q8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, co
 // The same product for a batch (prefill) with AVX-512 VNNI (kernels/kn_cpu_gemm8.c): x quantised as above,
 // int8 dot products against unpacked weight panels; 0 done, -1 not applicable (no VNNI, type).
 int kn_cpu_gemm8(struct kn_cpu *cpu, float *y, const struct kn_tensor *w, const float *x, int n_tok);
+// Rows of N output rows per parallel task of a matmul: about N/64 (at most max_rows), a multiple of `multiple`.
+static inline int kn_cpu_rows_per_task(int64_t N, int multiple, int max_rows) {
+    int64_t r = N / 64;
+    if (r > max_rows) r = max_rows;
+    r = (r + multiple - 1) / multiple * multiple;
+    if (r < multiple) r = multiple;
+    return (int)r;
+}
 
 // Ops implemented in the other kn_cpu_*.c files (contracts as in struct kn_ops, kernels/kn.h).
 // y(n_tok, w->n_rows) = x(n_tok, w->n_cols) · Wᵀ; y must not alias x

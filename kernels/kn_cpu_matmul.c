@@ -787,14 +787,6 @@ static void mm_panel_task(void *vctx, int task, int tid) {
 
 // ---- entry -------------------------------------------------------------------------------------------
 
-static int mm_rows_per_task(int64_t N, int multiple, int max_rows) {
-    int64_t r = N / 64;
-    if (r > max_rows) r = max_rows;
-    r = (r + multiple - 1) / multiple * multiple;
-    if (r < multiple) r = multiple;
-    return (int)r;
-}
-
 void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, const float *x, int n_tok) {
     struct kn_cpu *cpu = (struct kn_cpu *)be;
     int us = kn_cpu_unit_size(w->type);
@@ -819,7 +811,7 @@ void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, c
     if (!kn_cpu_scalar_forced(cpu)) {
         if (n_tok < KN_MM_PANEL_MIN) {
             if (kn_cpu_int8_act(cpu) && kn_q8_supported(w->type) &&
-                kn_cpu_matmul_q8(cpu, y, w, x, n_tok, mm_rows_per_task(c.N, 4, 512)) == 0)
+                kn_cpu_matmul_q8(cpu, y, w, x, n_tok, kn_cpu_rows_per_task(c.N, 4, 512)) == 0)
                 return;
             if (type_has_min(w->type)) {
                 c.xsum_stride = c.K / 32 + 8;
@@ -838,7 +830,7 @@ void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, c
                 }
                 c.xsum = xs;
             }
-            c.rows_per_task = mm_rows_per_task(c.N, 4, 512);
+            c.rows_per_task = kn_cpu_rows_per_task(c.N, 4, 512);
             int n_tasks = (int)((c.N + c.rows_per_task - 1) / c.rows_per_task);
             kn_cpu_parallel(cpu, n_tasks, mm_dot_task, &c);
             return;
@@ -851,13 +843,13 @@ void kn_cpu_matmul(struct kn_backend *be, float *y, const struct kn_tensor *w, c
         c.xp = xp;
         c.n_pack = (int)((c.K + KN_MM_PACK - 1) / KN_MM_PACK);
         kn_cpu_parallel(cpu, c.n_tiles * c.n_pack, mm_pack_task, &c);
-        c.rows_per_task = mm_rows_per_task(c.N, KN_MM_MR, 96);
+        c.rows_per_task = kn_cpu_rows_per_task(c.N, KN_MM_MR, 96);
         int n_tasks = (int)((c.N + c.rows_per_task - 1) / c.rows_per_task);
         kn_cpu_parallel(cpu, n_tasks, mm_panel_task, &c);
         return;
     }
 #endif
-    c.rows_per_task = mm_rows_per_task(c.N, 1, 256);
+    c.rows_per_task = kn_cpu_rows_per_task(c.N, 1, 256);
     kn_cpu_parallel(cpu, (int)((c.N + c.rows_per_task - 1) / c.rows_per_task), mm_scalar_task, &c);
     return;
 #ifdef KN_SIMD
