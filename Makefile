@@ -15,7 +15,7 @@ ifeq ($(CUDA),auto)
   CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 endif
 
-VARIANT := $(if $(filter 1,$(CUDA)),cuda,cpu)$(if $(SANITIZE),-asan,)
+VARIANT := $(if $(filter 1,$(CUDA)),cuda,$(if $(filter emu,$(CUDA)),cuemu,cpu))$(if $(SANITIZE),-asan,)
 BUILD   := build/$(VARIANT)
 
 CPPFLAGS := -D_GNU_SOURCE -I. $(shell pkg-config --cflags sentencepiece 2>/dev/null)
@@ -32,13 +32,20 @@ ifeq ($(CUDA),1)
                -lineinfo -Xcompiler -Wall -I. -MMD -MP
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
   CU_SRC    := $(wildcard kernels/*.cu)
+else ifeq ($(CUDA),emu)
+  # The CUDA backend on the CPU emulation of the CUDA execution model (tests/gpu/emu/): the same kernels/*.cu,
+  # compiled by g++, against an emulated runtime and cuBLAS. `make test-emu` runs the GPU tests with it.
+  CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+  CPPFLAGS  += -DKN_HAVE_CUDA -DKN_CUDA_EMU -isystem $(CUDA_HOME)/include
+  CU_SRC    := $(wildcard kernels/*.cu)
+  CC_SRC_EMU := tests/gpu/emu/cuemu.cc
 else
   CU_SRC    :=
 endif
 
 LIB_DIRS := model kvcache kernels tokenizer tui app
 C_SRC    := $(filter-out app/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
-CC_SRC   := $(wildcard tokenizer/*.cc)
+CC_SRC   := $(wildcard tokenizer/*.cc) $(CC_SRC_EMU)
 LIB_OBJ  := $(C_SRC:%.c=$(BUILD)/%.o) $(CC_SRC:%.cc=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 LIB      := $(BUILD)/libkvchat.a
 
@@ -89,7 +96,11 @@ $(BUILD)/%.o: %.cc
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
+ifeq ($(CUDA),emu)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -Wno-unknown-pragmas -fno-strict-aliasing -ffp-contract=off -x c++ -include tests/gpu/emu/cuemu.h -c -o $@ $<
+else
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+endif
 
 $(BUILD)/tests/%: tests/%.c $(TEST_HOBJ) $(LIB)
 	@mkdir -p $(dir $@)

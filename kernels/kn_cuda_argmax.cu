@@ -43,6 +43,6 @@ __global__ void __launch_bounds__(ARGMAX_THREADS) argmax_kernel(int32_t *out, co
 }
 
 extern "C" int kn_cuda_argmax(void *stream, int32_t *out, const float *x, int n) {
-    argmax_kernel<<<1, ARGMAX_THREADS, 0, (cudaStream_t)stream>>>(out, x, n);
+    KN_LAUNCH((argmax_kernel), 1, ARGMAX_THREADS, 0, (cudaStream_t)stream, out, x, n);
     return kn_cuda_launch_status();
 }

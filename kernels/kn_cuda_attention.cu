@@ -21,7 +21,7 @@ __device__ __forceinline__ bool att_visible(int32_t pos, int32_t qp, int window)
 
 template <int R, bool VEC>
 __global__ void __launch_bounds__(ATT_WARPS * 32) attn_kernel(const struct kn_cuda_attn_params p) {
-    extern __shared__ float smem[];
+    KN_DYN_SMEM(float, smem);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int D = p.D;
     float *qs = smem + warp * (R * D + 32 * R); // (R, D) query rows
@@ -337,9 +337,9 @@ template <int R> static void attn_launch(cudaStream_t st, const struct kn_cuda_a
     const size_t smem = (size_t)ATT_WARPS * (R * p->D + 32 * R) * sizeof(float);
     const bool vec = p->D % 8 == 0 && 32 % (p->D / 8) == 0;
     if (vec)
-        attn_kernel<R, true><<<blocks, ATT_WARPS * 32, smem, st>>>(*p);
+        KN_LAUNCH((attn_kernel<R, true>), blocks, ATT_WARPS * 32, smem, st, *p);
     else
-        attn_kernel<R, false><<<blocks, ATT_WARPS * 32, smem, st>>>(*p);
+        KN_LAUNCH((attn_kernel<R, false>), blocks, ATT_WARPS * 32, smem, st, *p);
 }
 
 extern "C" int kn_cuda_attention(void *stream, const struct kn_cuda_attn_params *p) {
@@ -361,7 +361,7 @@ extern "C" int kn_cuda_attention(void *stream, const struct kn_cuda_attn_params 
     int rc = kn_cuda_launch_status();
     if (rc) return rc;
     if (p->n_split > 1 || p->probs) {
-        attn_combine_kernel<<<(unsigned)(p->n_tok * p->n_head), 128, 0, st>>>(*p);
+        KN_LAUNCH((attn_combine_kernel), (unsigned)(p->n_tok * p->n_head), 128, 0, st, *p);
         rc = kn_cuda_launch_status();
     }
     return rc;
@@ -499,7 +499,7 @@ __device__ __forceinline__ void dec_softmax(const float (&l)[R], float (&m)[R], 
 
 template <int R, int NV>
 __global__ void __launch_bounds__(DEC_W * 32) attn_dec_kernel(const struct kn_cuda_attn_params p) {
-    extern __shared__ float4 dec_sm4[];
+    KN_DYN_SMEM(float4, dec_sm4);
     float *sm = (float *)dec_sm4;
     constexpr int D = NV * 8, SPI = 32 / NV;
     // key (and first value) loads in flight per lane: fewer when R accumulators already use many registers
@@ -889,7 +889,7 @@ __device__ float dec_block_reduce(float v, float *red, bool is_max) {
 // Merges the split partials of row blockIdx.x (= tok * n_head + hq) and normalises its probabilities. Dynamic
 // shared memory: n_split + DEC_COMBINE_THREADS + 32 floats.
 __global__ void __launch_bounds__(DEC_COMBINE_THREADS) attn_dec_combine_kernel(const struct kn_cuda_attn_params p) {
-    extern __shared__ float csm[];
+    KN_DYN_SMEM(float, csm);
     const int row = blockIdx.x, tid = threadIdx.x;
     const int D = p.D, S = p.n_split;
     float *w = csm, *acc_s = csm + S, *red = acc_s + DEC_COMBINE_THREADS;
@@ -947,11 +947,11 @@ extern "C" size_t kn_cuda_attention_decode_smem(int rows_per_warp, int D, int bi
 template <int R, int NV>
 static int dec_launch(cudaStream_t st, const struct kn_cuda_attn_params *p, dim3 grid, size_t smem) {
     if (smem > 48u * 1024u) {
-        cudaError_t e = cudaFuncSetAttribute(attn_dec_kernel<R, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void *>(&attn_dec_kernel<R, NV>), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem);
         if (e != cudaSuccess) return (int)e;
     }
-    attn_dec_kernel<R, NV><<<grid, DEC_W * 32, smem, st>>>(*p);
+    KN_LAUNCH((attn_dec_kernel<R, NV>), grid, DEC_W * 32, smem, st, *p);
     return kn_cuda_launch_status();
 }
 
@@ -990,7 +990,7 @@ extern "C" int kn_cuda_attention_decode(void *stream, const struct kn_cuda_attn_
     if (rc) return rc;
     if ((p->n_split > 1 && !p->fuse_combine) || p->probs) {
         const size_t cs = ((size_t)p->n_split + DEC_COMBINE_THREADS + 32) * sizeof(float);
-        attn_dec_combine_kernel<<<(unsigned)(p->n_tok * p->n_head), DEC_COMBINE_THREADS, cs, st>>>(*p);
+        KN_LAUNCH((attn_dec_combine_kernel), (unsigned)(p->n_tok * p->n_head), DEC_COMBINE_THREADS, cs, st, *p);
         rc = kn_cuda_launch_status();
     }
     return rc;

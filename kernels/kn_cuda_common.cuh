@@ -11,6 +11,18 @@
 
 #define KN_FULL_MASK 0xffffffffu
 
+// Kernel launch and dynamic shared memory, spelled so that the CPU emulation of the CUDA execution model
+// (tests/gpu/emu/cuemu.h, the `CUDA=emu` build) can run the same source: KN_LAUNCH((kernel<T>), grid, block,
+// smem, stream, args...) and KN_DYN_SMEM(float, name);
+#define KN_UNPAREN(...) __VA_ARGS__
+#ifdef KN_CUDA_EMU
+#define KN_LAUNCH(k, g, b, s, st, ...) KN_EMU_LAUNCH(#k, KN_UNPAREN k, g, b, s, st, __VA_ARGS__)
+#define KN_DYN_SMEM(type, name) KN_EMU_DYN_SMEM(type, name)
+#else
+#define KN_LAUNCH(k, g, b, s, st, ...) KN_UNPAREN k<<<(g), (b), (s), (st)>>>(__VA_ARGS__)
+#define KN_DYN_SMEM(type, name) extern __shared__ type name[]
+#endif
+
 static inline int kn_cuda_launch_status(void) { return (int)cudaGetLastError(); }
 
 __device__ __forceinline__ float kn_warp_sum(float v) {

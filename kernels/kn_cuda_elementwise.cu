@@ -23,16 +23,16 @@ static unsigned blocks_for(size_t n) { return (unsigned)((n + 255) / 256); }
 
 extern "C" int kn_cuda_add(void *stream, float *y, const float *x, size_t n) {
     if (!n) return 0;
-    add_kernel<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(y, x, n);
+    KN_LAUNCH((add_kernel), blocks_for(n), 256, 0, (cudaStream_t)stream, y, x, n);
     return kn_cuda_launch_status();
 }
 extern "C" int kn_cuda_scale(void *stream, float *y, float s, size_t n) {
     if (!n) return 0;
-    scale_kernel<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(y, s, n);
+    KN_LAUNCH((scale_kernel), blocks_for(n), 256, 0, (cudaStream_t)stream, y, s, n);
     return kn_cuda_launch_status();
 }
 extern "C" int kn_cuda_glu(void *stream, float *y, const float *gate, const float *up, size_t n, int act) {
     if (!n) return 0;
-    glu_kernel<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(y, gate, up, n, act == KN_ACT_GELU_TANH);
+    KN_LAUNCH((glu_kernel), blocks_for(n), 256, 0, (cudaStream_t)stream, y, gate, up, n, act == KN_ACT_GELU_TANH);
     return kn_cuda_launch_status();
 }

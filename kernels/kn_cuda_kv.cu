@@ -25,7 +25,7 @@ extern "C" int kn_cuda_kv_store(void *stream, const struct kv_slot *dst, const f
                                 const int32_t *pos, int n_tok, int n_head_kv, int D) {
     if (n_tok <= 0 || n_head_kv <= 0) return 0;
     int threads = D >= 128 ? 128 : (D >= 64 ? 64 : 32);
-    kv_store_kernel<<<(unsigned)(n_tok * n_head_kv), threads, 0, (cudaStream_t)stream>>>(dst, k, v, pos, n_head_kv, D);
+    KN_LAUNCH((kv_store_kernel), (unsigned)(n_tok * n_head_kv), threads, 0, (cudaStream_t)stream, dst, k, v, pos, n_head_kv, D);
     return kn_cuda_launch_status();
 }
 
@@ -187,6 +187,6 @@ __global__ void __launch_bounds__(CMD_THREADS)
 extern "C" int kn_cuda_cmd_run(void *stream, const struct kn_cuda_cmd *cmds, const int32_t *order,
                                const int32_t *chain_start, int n_chains, const struct kv_slot *slots) {
     if (n_chains <= 0) return 0;
-    cmd_kernel<<<(unsigned)n_chains, CMD_THREADS, 0, (cudaStream_t)stream>>>(cmds, order, chain_start, slots);
+    KN_LAUNCH((cmd_kernel), (unsigned)n_chains, CMD_THREADS, 0, (cudaStream_t)stream, cmds, order, chain_start, slots);
     return kn_cuda_launch_status();
 }

@@ -213,14 +213,14 @@ static int gemv_launch(cudaStream_t st, const gemv_args &a, int64_t K, const flo
     size_t rb = kn_cuda_row_bytes(TYPE, K);
     if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16) {
         if (K % 256 == 0 && !legacy) {
-            gemv_float_kernel<TYPE, T><<<grid, GEMV_WARPS * 32, 0, st>>>(a, K, rb, x, nt);
+            KN_LAUNCH((gemv_float_kernel<TYPE, T>), grid, GEMV_WARPS * 32, 0, st, a, K, rb, x, nt);
             return kn_cuda_launch_status();
         }
     }
     if (K % 32 == 0)
-        gemv_kernel<TYPE, T><<<grid, GEMV_WARPS * 32, 0, st>>>(a, K, rb, x, nt);
+        KN_LAUNCH((gemv_kernel<TYPE, T>), grid, GEMV_WARPS * 32, 0, st, a, K, rb, x, nt);
     else if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16)
-        gemv_elem_kernel<TYPE, T><<<grid, GEMV_WARPS * 32, 0, st>>>(a, K, rb, x, nt);
+        KN_LAUNCH((gemv_elem_kernel<TYPE, T>), grid, GEMV_WARPS * 32, 0, st, a, K, rb, x, nt);
     else
         return (int)cudaErrorInvalidValue;
     return kn_cuda_launch_status();
@@ -313,10 +313,10 @@ static int dequant_launch(cudaStream_t st, OUT *out, const void *w, int64_t n_ro
     size_t rb = kn_cuda_row_bytes(TYPE, K);
     if (K % 32 == 0) {
         int64_t n = n_rows * (K / 32);
-        dequant_kernel<TYPE, OUT><<<(unsigned)((n + 255) / 256), 256, 0, st>>>(out, (const uint8_t *)w, n_rows, K, rb);
+        KN_LAUNCH((dequant_kernel<TYPE, OUT>), (unsigned)((n + 255) / 256), 256, 0, st, out, (const uint8_t *)w, n_rows, K, rb);
     } else if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16) {
         int64_t n = n_rows * K;
-        dequant_elem_kernel<TYPE, OUT><<<(unsigned)((n + 255) / 256), 256, 0, st>>>(out, (const uint8_t *)w, n_rows, K,
+        KN_LAUNCH((dequant_elem_kernel<TYPE, OUT>), (unsigned)((n + 255) / 256), 256, 0, st, out, (const uint8_t *)w, n_rows, K,
                                                                                      rb);
     } else {
         return (int)cudaErrorInvalidValue;
@@ -347,7 +347,7 @@ __global__ void to_half_kernel(__half *__restrict__ out, const float *__restrict
 
 extern "C" int kn_cuda_to_half(void *stream, void *out, const float *x, size_t n) {
     if (!n) return 0;
-    to_half_kernel<<<(unsigned)((n + 255) / 256), 256, 0, (cudaStream_t)stream>>>((__half *)out, x, n);
+    KN_LAUNCH((to_half_kernel), (unsigned)((n + 255) / 256), 256, 0, (cudaStream_t)stream, (__half *)out, x, n);
     return kn_cuda_launch_status();
 }
 
@@ -385,10 +385,10 @@ static int get_rows_launch(cudaStream_t st, float *y, const void *w, int64_t K, 
     size_t rb = kn_cuda_row_bytes(TYPE, K);
     if (K % 32 == 0) {
         dim3 grid((unsigned)((K / 32 + 127) / 128), (unsigned)n);
-        get_rows_kernel<TYPE><<<grid, 128, 0, st>>>(y, (const uint8_t *)w, K, rb, ids);
+        KN_LAUNCH((get_rows_kernel<TYPE>), grid, 128, 0, st, y, (const uint8_t *)w, K, rb, ids);
     } else if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16) {
         dim3 grid((unsigned)((K + 127) / 128), (unsigned)n);
-        get_rows_elem_kernel<TYPE><<<grid, 128, 0, st>>>(y, (const uint8_t *)w, K, rb, ids);
+        KN_LAUNCH((get_rows_elem_kernel<TYPE>), grid, 128, 0, st, y, (const uint8_t *)w, K, rb, ids);
     } else {
         return (int)cudaErrorInvalidValue;
     }

@@ -62,9 +62,9 @@ static int rmsnorm_launch(cudaStream_t st, float *y, float *x, const float *res,
                           float eps) {
     if (n_rows <= 0 || dim <= 0) return 0;
     if (n_rows < 128 && dim >= 512)
-        rmsnorm_block_kernel<<<n_rows, 256, 0, st>>>(y, x, res, w, dim, eps);
+        KN_LAUNCH((rmsnorm_block_kernel), n_rows, 256, 0, st, y, x, res, w, dim, eps);
     else
-        rmsnorm_warp_kernel<<<(n_rows + 7) / 8, 256, 0, st>>>(y, x, res, w, n_rows, dim, eps);
+        KN_LAUNCH((rmsnorm_warp_kernel), (n_rows + 7) / 8, 256, 0, st, y, x, res, w, n_rows, dim, eps);
     return kn_cuda_launch_status();
 }
 
