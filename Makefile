@@ -25,6 +25,10 @@ NCURSES_LIB := $(if $(wildcard /usr/include/ncursesw/curses.h /usr/include/curse
 LDLIBS   := -lsentencepiece $(NCURSES_LIB) -lpthread -lm -lstdc++
 LDFLAGS  := $(SANITIZE)
 
+# CUDA headers (for the emulated CUDA build of `make test`), found with or without nvcc on PATH
+CUDA_INC := $(firstword $(wildcard $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC) 2>/dev/null)))/include/cuda_runtime.h \
+                                    /usr/local/cuda/include/cuda_runtime.h))
+
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
   CPPFLAGS  += -DKN_HAVE_CUDA -isystem $(CUDA_HOME)/include
@@ -35,7 +39,7 @@ ifeq ($(CUDA),1)
 else ifeq ($(CUDA),emu)
   # The CUDA backend on the CPU emulation of the CUDA execution model (tests/gpu/emu/): the same kernels/*.cu,
   # compiled by g++, against an emulated runtime and cuBLAS. `make test-emu` runs the GPU tests with it.
-  CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+  CUDA_HOME ?= $(patsubst %/include/cuda_runtime.h,%,$(CUDA_INC))
   CPPFLAGS  += -DKN_HAVE_CUDA -DKN_CUDA_EMU -isystem $(CUDA_HOME)/include
   CU_SRC    := $(wildcard kernels/*.cu)
   CC_SRC_EMU := tests/gpu/emu/cuemu.cc
@@ -57,7 +61,7 @@ TEST_SH   := $(filter-out tests/run_tests.sh,$(wildcard tests/*.sh)) # the runne
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
 
-.PHONY: all help deps test test-asan test-model test-gpu bench bench-matmul bench-gpu gpu-bundle cuda-check model run clean format
+.PHONY: all help deps test test-emu test-asan test-model test-gpu bench bench-matmul bench-gpu gpu-bundle cuda-check model run clean format
 .PHONY: kvchat build-tests run-tests
 all: kvchat
 
@@ -70,6 +74,7 @@ help:
 	@echo "make model    fetch the default Gemma 3 270M GGUF into assets/models/"
 	@echo "make bench    CPU benchmark on generated TinyLlama-1.1B-shape GGUFs"
 	@echo "make cuda-check  compile and link the CUDA backend"
+	@echo "make test-emu  the GPU tests on the CPU emulation of CUDA (part of make test when CUDA headers exist)"
 	@echo "make test-gpu / bench-gpu  GPU tests and benchmarks (need an NVIDIA GPU)"
 	@echo "make gpu-bundle  pack them for a GPU machine without the build deps (tests/gpu/device_run.sh there)"
 
@@ -121,6 +126,18 @@ run-tests:
 	@KVCHAT_BIN=$(BUILD)/kvchat sh tests/run_tests.sh $(BUILD) $(TEST_BIN) $(TEST_SH)
 
 build-tests: $(BUILD)/kvchat $(TEST_BIN)
+ifneq ($(CUDA_INC),)
+ifeq ($(SANITIZE),)
+	@$(MAKE) --no-print-directory CUDA=emu build/cuemu/kvchat build/cuemu/mkmodel build/cuemu/tests/gpu/test_ops
+endif
+endif
+
+# The GPU tests on the CPU emulation of CUDA (tests/gpu/emu, tests/cuda_emu.sh); also part of `make test`.
+# With SANITIZE="-fsanitize=address,undefined" OPT=-O1 (build/cuemu-asan) device buffers are checked by ASan.
+EMU_BUILD := build/cuemu$(if $(SANITIZE),-asan,)
+test-emu:
+	@$(MAKE) --no-print-directory CUDA=emu $(EMU_BUILD)/kvchat $(EMU_BUILD)/mkmodel $(EMU_BUILD)/tests/gpu/test_ops
+	@KVCHAT_EMU_BUILD=$(EMU_BUILD) sh tests/run_tests.sh $(EMU_BUILD) tests/cuda_emu.sh
 
 test-asan:
 	@$(MAKE) --no-print-directory CUDA=0 OPT=-O1 SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" \
