@@ -947,8 +947,8 @@ extern "C" size_t kn_cuda_attention_decode_smem(int rows_per_warp, int D, int bi
 template <int R, int NV>
 static int dec_launch(cudaStream_t st, const struct kn_cuda_attn_params *p, dim3 grid, size_t smem) {
     if (smem > 48u * 1024u) {
-        cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void *>(&attn_dec_kernel<R, NV>), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void *>(&attn_dec_kernel<R, NV>),
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return (int)e;
     }
     KN_LAUNCH((attn_dec_kernel<R, NV>), grid, DEC_W * 32, smem, st, *p);

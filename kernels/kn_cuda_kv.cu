@@ -25,7 +25,8 @@ extern "C" int kn_cuda_kv_store(void *stream, const struct kv_slot *dst, const f
                                 const int32_t *pos, int n_tok, int n_head_kv, int D) {
     if (n_tok <= 0 || n_head_kv <= 0) return 0;
     int threads = D >= 128 ? 128 : (D >= 64 ? 64 : 32);
-    KN_LAUNCH((kv_store_kernel), (unsigned)(n_tok * n_head_kv), threads, 0, (cudaStream_t)stream, dst, k, v, pos, n_head_kv, D);
+    KN_LAUNCH((kv_store_kernel), (unsigned)(n_tok * n_head_kv), threads, 0, (cudaStream_t)stream, dst, k, v, pos,
+              n_head_kv, D);
     return kn_cuda_launch_status();
 }
 

@@ -313,11 +313,12 @@ static int dequant_launch(cudaStream_t st, OUT *out, const void *w, int64_t n_ro
     size_t rb = kn_cuda_row_bytes(TYPE, K);
     if (K % 32 == 0) {
         int64_t n = n_rows * (K / 32);
-        KN_LAUNCH((dequant_kernel<TYPE, OUT>), (unsigned)((n + 255) / 256), 256, 0, st, out, (const uint8_t *)w, n_rows, K, rb);
+        KN_LAUNCH((dequant_kernel<TYPE, OUT>), (unsigned)((n + 255) / 256), 256, 0, st, out, (const uint8_t *)w, n_rows,
+                  K, rb);
     } else if constexpr (TYPE == KN_F32 || TYPE == KN_F16 || TYPE == KN_BF16) {
         int64_t n = n_rows * K;
-        KN_LAUNCH((dequant_elem_kernel<TYPE, OUT>), (unsigned)((n + 255) / 256), 256, 0, st, out, (const uint8_t *)w, n_rows, K,
-                                                                                     rb);
+        KN_LAUNCH((dequant_elem_kernel<TYPE, OUT>), (unsigned)((n + 255) / 256), 256, 0, st, out, (const uint8_t *)w,
+                  n_rows, K, rb);
     } else {
         return (int)cudaErrorInvalidValue;
     }

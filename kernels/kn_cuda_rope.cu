@@ -28,7 +28,7 @@ extern "C" int kn_cuda_rope2(void *stream, float *x1, int n_head1, float *x2, in
                              int n_tok, int head_dim, int n_rot, float freq_base, float freq_scale, int mode) {
     if (n_tok <= 0 || n_rot < 2) return 0;
     int64_t n = (int64_t)n_tok * (n_rot / 2);
-    KN_LAUNCH((rope_kernel), (unsigned)((n + 127) / 128), 128, 0, (cudaStream_t)stream, 
+    KN_LAUNCH((rope_kernel), (unsigned)((n + 127) / 128), 128, 0, (cudaStream_t)stream,
         x1, n_head1, x2, n_head2, pos, n_tok, head_dim, n_rot, freq_base, freq_scale, mode == KN_ROPE_NEOX);
     return kn_cuda_launch_status();
 }

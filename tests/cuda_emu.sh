@@ -16,5 +16,5 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 printf '#!/bin/sh\nKN_EMU_ORDER=reverse exec "%s" "$@"\n' "$emu/tests/gpu/test_ops" >"$tmp/test_ops_reverse_order"
 chmod +x "$tmp/test_ops_reverse_order"
 # the default model's 262144-token vocabulary makes its generation runs ~25 min here: KVCHAT_EMU_GEMMA=1 adds them
-GEN_MATCH_DEFAULT_MODEL=${KVCHAT_EMU_GEMMA:-0} KVCHAT_BIN=$emu/kvchat sh tests/run_tests.sh "$emu" "$emu/tests/gpu/test_ops" "$tmp/test_ops_reverse_order" \
-  tests/gpu/gen_match.sh
+GEN_MATCH_DEFAULT_MODEL=${KVCHAT_EMU_GEMMA:-0} KVCHAT_BIN=$emu/kvchat sh tests/run_tests.sh "$emu" \
+  "$emu/tests/gpu/test_ops" "$tmp/test_ops_reverse_order" tests/gpu/gen_match.sh

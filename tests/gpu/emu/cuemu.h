@@ -91,7 +91,8 @@ template <class T> inline uint64_t to_bits(T v) {
 
 } // namespace kn_emu
 
-#define KN_EMU_LAUNCH(name, k, g, b, s, st, ...) kn_emu::launch_kernel(k, name, dim3(g), dim3(b), (size_t)(s), (st), __VA_ARGS__)
+#define KN_EMU_LAUNCH(name, k, g, b, s, st, ...)                                                                 \
+    kn_emu::launch_kernel(k, name, dim3(g), dim3(b), (size_t)(s), (st), __VA_ARGS__)
 
 #define threadIdx (kn_emu::cur_tid())
 #define blockIdx (kn_emu::block_idx)
