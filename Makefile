@@ -115,6 +115,12 @@ $(BUILD)/tests/gpu/%: tests/gpu/%.c $(TEST_HOBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HOBJ) $(LIB) $(LDLIBS)
 
+# The emulation's own test (a .cu-style source compiled like kernels/*.cu in the emu build)
+$(BUILD)/tests/gpu/emu/test_cuemu: tests/gpu/emu/test_cuemu.cc $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -Wno-unknown-pragmas -fno-strict-aliasing -ffp-contract=off \
+		-include tests/gpu/emu/cuemu.h $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 # The suite runs on the CPU build (CUDA=0 unless given): it is what every machine, CI included, can run.
 # `make test-gpu` covers the CUDA backend.
 TEST_CUDA ?= 0
@@ -128,7 +134,8 @@ run-tests:
 build-tests: $(BUILD)/kvchat $(TEST_BIN)
 ifneq ($(CUDA_INC),)
 ifeq ($(SANITIZE),)
-	@$(MAKE) --no-print-directory CUDA=emu build/cuemu/kvchat build/cuemu/mkmodel build/cuemu/tests/gpu/test_ops
+	@$(MAKE) --no-print-directory CUDA=emu build/cuemu/kvchat build/cuemu/mkmodel build/cuemu/tests/gpu/test_ops \
+		build/cuemu/tests/gpu/emu/test_cuemu
 endif
 endif
 
@@ -136,7 +143,8 @@ endif
 # With SANITIZE="-fsanitize=address,undefined" OPT=-O1 (build/cuemu-asan) device buffers are checked by ASan.
 EMU_BUILD := build/cuemu$(if $(SANITIZE),-asan,)
 test-emu:
-	@$(MAKE) --no-print-directory CUDA=emu $(EMU_BUILD)/kvchat $(EMU_BUILD)/mkmodel $(EMU_BUILD)/tests/gpu/test_ops
+	@$(MAKE) --no-print-directory CUDA=emu $(EMU_BUILD)/kvchat $(EMU_BUILD)/mkmodel $(EMU_BUILD)/tests/gpu/test_ops \
+		$(EMU_BUILD)/tests/gpu/emu/test_cuemu
 	@KVCHAT_EMU_BUILD=$(EMU_BUILD) sh tests/run_tests.sh $(EMU_BUILD) tests/cuda_emu.sh
 
 test-asan:

@@ -2,11 +2,12 @@
 # tests/cuda_emu.sh — the CUDA backend's GPU tests on the CPU emulation of the CUDA execution model
 # (tests/gpu/emu/, the `CUDA=emu` build that `make test` adds when the CUDA headers are installed): every op
 # against its CPU twin with each block's threads scheduled in forward and in reverse order (a missing barrier
-# shows in one of them), and greedy generation on --device cuda against the CPU backend for every cache mode.
-# Prints "N passed, N failed" (one summary over the three runs).
+# shows in one of them), the emulator's own checks (tests/gpu/emu/test_cuemu.cc), and greedy generation on
+# --device cuda against the CPU backend for every cache mode.
+# Prints "N passed, N failed" (one summary over the four runs).
 set -u
 emu=${KVCHAT_EMU_BUILD:-build/cuemu}
-if [ ! -x "$emu/kvchat" ] || [ ! -x "$emu/tests/gpu/test_ops" ]; then
+if [ ! -x "$emu/kvchat" ] || [ ! -x "$emu/tests/gpu/test_ops" ] || [ ! -x "$emu/tests/gpu/emu/test_cuemu" ]; then
   echo "SKIP: $emu not built (the CUDA headers were not found; make test-emu builds it)"
   echo "0 passed, 0 failed"
   exit 0
@@ -17,4 +18,4 @@ printf '#!/bin/sh\nKN_EMU_ORDER=reverse exec "%s" "$@"\n' "$emu/tests/gpu/test_o
 chmod +x "$tmp/test_ops_reverse_order"
 # the default model's 262144-token vocabulary makes its generation runs ~25 min here: KVCHAT_EMU_GEMMA=1 adds them
 GEN_MATCH_DEFAULT_MODEL=${KVCHAT_EMU_GEMMA:-0} KVCHAT_BIN=$emu/kvchat sh tests/run_tests.sh "$emu" \
-  "$emu/tests/gpu/test_ops" "$tmp/test_ops_reverse_order" tests/gpu/gen_match.sh
+  "$emu/tests/gpu/emu/test_cuemu" "$emu/tests/gpu/test_ops" "$tmp/test_ops_reverse_order" tests/gpu/gen_match.sh

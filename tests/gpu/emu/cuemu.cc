@@ -465,6 +465,11 @@ void launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem
     });
 }
 
+void reset() {
+    g_queue.clear();
+    g_sticky = g_last = cudaSuccess;
+}
+
 static cudaError_t ret(cudaError_t e) {
     if (e != cudaSuccess) g_last = e;
     return e;

@@ -53,6 +53,7 @@ extern dim3 block_dim, grid_dim;
 void sync_block(int site);
 uint64_t warp_exchange(int site, uint32_t mask, uint64_t v, int src_lane, uint32_t *ballot);
 int lane_id();
+void reset(); // tests of the emulator only: forget a sticky fault and any queued work
 void *dyn_smem();                                   // this block's dynamic shared memory
 
 // Kernel launches: the argument tuple is copied at launch (as the CUDA runtime copies kernel parameters).
