@@ -73,7 +73,7 @@ struct warp_state {
 
 struct launch_ctx {
     const char *name = "";
-    std::function<void()> *body = nullptr;
+    const std::function<void()> *body = nullptr;
     std::vector<fiber> f;
     std::vector<warp_state> w;
     unsigned gen = 0, count = 0, live = 0;
@@ -102,7 +102,6 @@ enum { STACK_BYTES = 128 * 1024 };
 static char *g_stacks;
 static size_t g_n_stacks;
 
-fiber *cur_fiber() { return g_cur; }
 const uint3 &cur_tid() { return g_cur->tid; }
 int lane_id() { return g_cur->lane; }
 void *dyn_smem() { return g_lc->smem.data(); }
@@ -305,12 +304,8 @@ void sync_block(int site) {
     }
     const unsigned gen = lc->gen;
     lc->count++;
-    if (lc->count == lc->live) {
-        lc->count = 0;
-        lc->gen++;
-        lc->site = -1;
-        return;
-    }
+    release_if_complete(lc);
+    if (lc->gen != gen) return;
     f->wait = W_BLOCK;
     f->wait_gen = gen;
     to_scheduler(f, 0);
@@ -342,11 +337,8 @@ uint64_t warp_exchange(int site, uint32_t mask, uint64_t v, int src_lane, uint32
     const unsigned gen = w->gen;
     w->slot[gen & 1][f->lane] = v;
     w->count++;
-    if (w->count == (unsigned)__builtin_popcount(mask)) {
-        w->count = 0;
-        w->gen++;
-        w->site = -1;
-    } else {
+    warp_release_if_complete(w);
+    if (w->gen == gen) {
         f->wait = W_WARP;
         f->wait_gen = gen;
         to_scheduler(f, 0);
@@ -439,8 +431,7 @@ void launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem
         }
         launch_ctx lc;
         lc.name = name;
-        std::function<void()> b = body;
-        lc.body = &b;
+        lc.body = &body;
         lc.smem.assign(smem, 0);
 #ifdef KN_EMU_ASAN
         pthread_attr_t attr;

@@ -42,8 +42,6 @@
 
 namespace kn_emu {
 
-struct fiber; // one CUDA thread
-fiber *cur_fiber();
 const uint3 &cur_tid();
 extern uint3 block_idx;
 extern dim3 block_dim, grid_dim;
