@@ -1,5 +1,6 @@
 #!/bin/sh
-# tests/gpu/gen_match.sh — greedy generation on --device cuda must equal --device cpu token for token, for every
+# tests/gpu/gen_match.sh — greedy generation on --device cuda must equal --device cpu token for token, and the KV
+# cache's accounting (kv_bytes and its parts, retained tokens, heads per policy) must be the same, for every
 # cache mode, on stories260K, the default Gemma 3 model (when present) and small random-weight GGUFs; plus a
 # compute-sanitizer memcheck run when the tool exists. Prints "N passed, N failed".
 set -u
@@ -37,9 +38,9 @@ run_case() {
   shift
   # the CPU twin is the exact path (fp32 activations): the default int8 activations are a different model of
   # the arithmetic, whose rounding flips near-tied tokens of random-weight models
-  "$bin" "$@" --device cpu --exact-matmul >"$tmp/cpu.txt" 2>"$tmp/cpu.err"
+  "$bin" "$@" --device cpu --exact-matmul --json >"$tmp/cpu.out" 2>"$tmp/cpu.err"
   rc_c=$?
-  "$bin" "$@" --device cuda >"$tmp/gpu.txt" 2>"$tmp/gpu.err"
+  "$bin" "$@" --device cuda --json >"$tmp/gpu.out" 2>"$tmp/gpu.err"
   rc_g=$?
   if [ $rc_c -ne 0 ] || [ $rc_g -ne 0 ]; then
     echo "FAIL $name: exit cpu $rc_c cuda $rc_g"
@@ -47,9 +48,24 @@ run_case() {
     fail=$((fail + 1))
     return
   fi
-  if cmp -s "$tmp/cpu.txt" "$tmp/gpu.txt"; then
+  # the text, and the stats line apart from the device, the speeds and the device memory: the cache's
+  # accounting (kv_bytes and its parts, retained tokens, the heads per policy) must be the same on both devices
+  for d in cpu gpu; do
+    sed '$d' "$tmp/$d.out" >"$tmp/$d.txt"
+    tail -n 1 "$tmp/$d.out" | sed -e 's/"device": "[a-z]*", //' -e 's/"prefill_tok_s": [0-9.e+-]*, //' \
+      -e 's/"decode_tok_s": [0-9.e+-]*, //' -e 's/, "gpu_mem_used": .*/}/' >"$tmp/$d.kv"
+  done
+  if ! grep -q '"kv_bytes": [0-9]' "$tmp/gpu.kv" || ! tail -n 1 "$tmp/gpu.out" | grep -q '"gpu_mem_used": [1-9]'; then
+    fail=$((fail + 1))
+    echo "FAIL $name: no KV or GPU memory figures in the cuda stats: $(tail -n 1 "$tmp/gpu.out" | head -c 300)"
+  elif ! cmp -s "$tmp/cpu.kv" "$tmp/gpu.kv"; then
+    fail=$((fail + 1))
+    echo "FAIL $name: the KV accounting differs"
+    echo "  cpu: $(cat "$tmp/cpu.kv")"
+    echo "  gpu: $(cat "$tmp/gpu.kv")"
+  elif cmp -s "$tmp/cpu.txt" "$tmp/gpu.txt"; then
     pass=$((pass + 1))
-    echo "ok   $name ($(wc -c <"$tmp/gpu.txt") bytes)"
+    echo "ok   $name ($(wc -c <"$tmp/gpu.txt") bytes, kv_bytes $(sed 's/.*"kv_bytes": \([0-9]*\).*/\1/' "$tmp/gpu.kv"))"
   else
     fail=$((fail + 1))
     echo "FAIL $name: outputs differ"
