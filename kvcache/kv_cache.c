@@ -90,8 +90,10 @@ struct kv_cache *kv_cache_init(struct kn_backend *be, const struct kv_cache_para
     int nh = p->n_layer * p->n_head_kv;
     kv->heads = calloc((size_t)nh, sizeof *kv->heads);
     kv->window = calloc((size_t)p->n_layer, sizeof *kv->window);
+    kv->step_at = calloc((size_t)p->n_layer, sizeof *kv->step_at);
+    kv->step_stride = calloc((size_t)p->n_layer, sizeof *kv->step_stride);
     kv->hviews = calloc((size_t)p->n_head_kv, sizeof *kv->hviews);
-    if (!kv->heads || !kv->window || !kv->hviews) goto oom;
+    if (!kv->heads || !kv->window || !kv->hviews || !kv->step_at || !kv->step_stride) goto oom;
     for (int l = 0; l < p->n_layer; l++) kv->window[l] = p->layer_window ? p->layer_window[l] : 0;
     if (p->policy == KV_POLICY_SNAPKV || p->policy == KV_POLICY_PYRAMIDKV) {
         kv->layer_budget = calloc((size_t)p->n_layer, sizeof *kv->layer_budget);
@@ -180,6 +182,8 @@ void kv_cache_free(struct kv_cache *kv) {
     free(kv->probs_host);
     free(kv->heads);
     free(kv->window);
+    free(kv->step_at);
+    free(kv->step_stride);
     free(kv->hviews);
     free(kv->res_pos);
     free(kv->res_flags);
@@ -214,6 +218,7 @@ void kv_cache_clear(struct kv_cache *kv) {
     kv->n_special = kv->n_punct = 0;
     kv->prompt_start = 0;
     kv->n_res = 0;
+    kv->step_ready = 0;
     kv->profiling = 0;
     kv->sel_active = 0;
     kv_select_plan(kv);
@@ -278,6 +283,7 @@ int kv_cache_reserve(struct kv_cache *kv, int n_tok, const int32_t *pos, const u
         snprintf(err, errlen, "context is full (%d tokens)", kv->p.n_ctx);
         return -1;
     }
+    kv->step_ready = 0; // a step abandoned by an error leaves no layout behind
     if (grow_res(kv, n_tok)) goto oom;
     for (int i = 0; i < n_tok; i++) {
         kv->res_pos[i] = pos[i];
@@ -364,22 +370,54 @@ static int layer_wants_probs(struct kv_cache *kv, int layer) {
     return 0;
 }
 
+// Room for `need` floats in probs_dev (its contents are not kept). 0 ok, -1 out of memory.
+static int probs_room(struct kv_cache *kv, size_t need) {
+    if (need <= kv->probs_cap) return 0;
+    size_t cap = need + need / 4;
+    if (kv->host_mem) {
+        free(kv->probs_dev);
+        kv->probs_dev = malloc(cap * sizeof(float));
+    } else {
+        if (kv->probs_dev) kv->be->ops->dealloc(kv->be, kv->probs_dev);
+        kv->probs_dev = kv->be->ops->alloc(kv->be, cap * sizeof(float), KN_MEM_SCRATCH);
+    }
+    kv->probs_cap = kv->probs_dev ? cap : 0;
+    return kv->probs_dev ? 0 : -1;
+}
+
+// Most floats the one-download layout of a step may take (64 MiB); larger steps read back layer by layer.
+#define KV_STEP_PROBS_MAX ((size_t)16 << 20)
+
+// Lays out every layer's probabilities of this step in probs_dev, when the cache only accumulates scores
+// from them (no profiling or selection, which read each layer as it comes) on a backend whose memory the
+// host cannot read. 1: laid out; 0: not applicable or too large (the layers then use the buffer in turn).
+static int step_layout(struct kv_cache *kv) {
+    if (kv->step_ready) return 1;
+    if (kv->host_mem || kv->profiling || kv->p.policy == KV_POLICY_SNAPKV || kv->p.policy == KV_POLICY_PYRAMIDKV)
+        return 0;
+    size_t total = 0;
+    for (int l = 0; l < kv->p.n_layer; l++) {
+        kv->step_at[l] = total;
+        kv->step_stride[l] = 0;
+        if (!layer_wants_probs(kv, l)) continue;
+        int ms = kv_cache_view(kv, l)->max_slots;
+        kv->step_stride[l] = ms;
+        total += (size_t)kv->p.n_head * kv->n_res * ms;
+    }
+    if (total > KV_STEP_PROBS_MAX || probs_room(kv, total)) return 0;
+    kv->step_used = total;
+    kv->step_ready = 1;
+    return 1;
+}
+
 float *kv_cache_probs(struct kv_cache *kv, int layer, int *stride) {
     if (!layer_wants_probs(kv, layer)) return NULL;
-    const struct kv_layer_view *v = kv_cache_view(kv, layer);
-    size_t need = (size_t)kv->p.n_head * kv->n_res * v->max_slots;
-    if (need > kv->probs_cap) {
-        size_t cap = need + need / 4;
-        if (kv->host_mem) {
-            free(kv->probs_dev);
-            kv->probs_dev = malloc(cap * sizeof(float));
-        } else {
-            if (kv->probs_dev) kv->be->ops->dealloc(kv->be, kv->probs_dev);
-            kv->probs_dev = kv->be->ops->alloc(kv->be, cap * sizeof(float), KN_MEM_SCRATCH);
-        }
-        kv->probs_cap = kv->probs_dev ? cap : 0;
-        if (!kv->probs_dev) return NULL;
+    if (step_layout(kv)) {
+        *stride = kv->step_stride[layer];
+        return kv->probs_dev + kv->step_at[layer];
     }
+    const struct kv_layer_view *v = kv_cache_view(kv, layer);
+    if (probs_room(kv, (size_t)kv->p.n_head * kv->n_res * v->max_slots)) return NULL;
     kv->probs_stride = v->max_slots;
     kv->probs_layer_ntok = kv->n_res;
     *stride = v->max_slots;
@@ -405,7 +443,26 @@ static void accumulate_scores(struct kv_cache *kv, int layer, const float *probs
     }
 }
 
+// The step's probabilities of every layer, read back at once: scores accumulated layer by layer.
+static int observe_step(struct kv_cache *kv) {
+    kv->step_ready = 0;
+    if (kv->step_used > kv->probs_host_cap) {
+        free(kv->probs_host);
+        kv->probs_host = malloc(kv->step_used * sizeof(float));
+        kv->probs_host_cap = kv->probs_host ? kv->step_used : 0;
+        if (!kv->probs_host) return -1;
+    }
+    if (kv->step_used &&
+        kv->be->ops->download(kv->be, kv->probs_host, kv->probs_dev, kv->step_used * sizeof(float)))
+        return -1;
+    for (int l = 0; l < kv->p.n_layer; l++)
+        if (kv->step_stride[l])
+            accumulate_scores(kv, l, kv->probs_host + kv->step_at[l], kv->n_res, kv->step_stride[l]);
+    return 0;
+}
+
 int kv_cache_observe(struct kv_cache *kv, int layer, const int32_t *q_pos) {
+    if (kv->step_ready) return 0; // read at commit with the step's other layers
     if (!kv->probs_dev || kv->probs_layer_ntok != kv->n_res) return 0;
     int n_tok = kv->n_res, stride = kv->probs_stride;
     size_t n = (size_t)kv->p.n_head * n_tok * stride;
@@ -437,6 +494,7 @@ void kv_cache_begin_prompt(struct kv_cache *kv, int total_len) {
 }
 
 int kv_cache_commit(struct kv_cache *kv, int phase) {
+    if (kv->step_ready && observe_step(kv)) return -1;
     if (phase == KV_PHASE_PROMPT_END && kv->profiling) kv_profile_choose(kv);
     if (phase == KV_PHASE_PROMPT_END && kv_select_choose(kv)) return -1;
     for (int l = 0; l < kv->p.n_layer; l++) {

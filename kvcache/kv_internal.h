@@ -88,6 +88,12 @@ struct kv_cache {
     float *probs_host;             // host copy when the backend is not host memory
     size_t probs_host_cap;
     int probs_stride, probs_layer_ntok;
+    // decode with heavy-hitter scores on a device: every layer's probabilities of the step in one buffer,
+    // read back by one download at commit instead of one synchronising download per layer
+    size_t *step_at;               // (n_layer) offset of the layer's probabilities in probs_dev (floats)
+    int *step_stride;              // (n_layer) its row stride; 0: the layer wants none
+    int step_ready;                // the step's layout is set (and the attention of its layers writes there)
+    size_t step_used;              // floats of probs_dev the step uses
     // scratch for policies
     float *tmp_f;
     int32_t *tmp_i;

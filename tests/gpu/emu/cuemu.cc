@@ -2,6 +2,9 @@
 // threads (one block at a time, one OS thread), barrier and warp-exchange bookkeeping with divergence and
 // deadlock checks, an in-order stream whose work runs at synchronisation points, and the subset of the CUDA
 // runtime and cuBLAS that kernels/kn_cuda.c calls, with counted device memory. See cuemu.h for the scope.
+// Environment: KN_EMU_ORDER=reverse (threads of a block in reverse order), KN_EMU_MEM_MB (device size),
+// KN_EMU_ABORT=1 (abort at a fault), KN_EMU_STATS=FILE (append the runtime call counts at exit),
+// KN_EMU_TRACE=1 (each cudaMalloc/cudaFree on stderr).
 #include "tests/gpu/emu/cuemu.h"
 
 #include <cublas_v2.h>
@@ -392,6 +395,25 @@ int check_kernel_ptr(const char *kernel, int arg, const void *p) {
 // host synchronises, so host code that reads results or reuses buffers too early sees it.
 static std::deque<std::function<void()>> g_queue;
 
+// Host-visible traffic, for checking that decoding does no per-token allocation or extra round trip:
+// KN_EMU_STATS=FILE appends one line of counts at exit.
+static struct {
+    unsigned long long launches, mallocs, frees, host_allocs, waits, h2d, d2h, d2d, memsets;
+} g_count;
+
+static struct stats_writer {
+    ~stats_writer() {
+        const char *path = getenv("KN_EMU_STATS");
+        FILE *f = path && *path ? fopen(path, "a") : nullptr;
+        if (!f) return;
+        fprintf(f, "launches %llu mallocs %llu frees %llu host_allocs %llu waits %llu h2d %llu d2h %llu d2d %llu "
+                "memsets %llu\n",
+                g_count.launches, g_count.mallocs, g_count.frees, g_count.host_allocs, g_count.waits, g_count.h2d,
+                g_count.d2h, g_count.d2d, g_count.memsets);
+        fclose(f);
+    }
+} g_stats_writer;
+
 static void flush() {
     while (!g_queue.empty()) {
         std::function<void()> job = std::move(g_queue.front());
@@ -423,6 +445,7 @@ void launch(const void *fn, const char *name, dim3 grid, dim3 block, size_t smem
         g_last = cudaErrorInvalidValue;
         return;
     }
+    g_count.launches++;
     g_queue.push_back([=]() {
         if (reserve_stacks(nt)) {
             fprintf(stderr, "kn-emu: %s: cannot map fiber stacks\n", name);
@@ -555,6 +578,8 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     memset(m, 0xff, n); // fresh device memory is not zero: all-ones bytes read as NaN floats
     g_dev[(uintptr_t)m] = n;
     g_dev_used += n;
+    g_count.mallocs++;
+    if (getenv("KN_EMU_TRACE")) fprintf(stderr, "kn-emu: cudaMalloc %zu -> %p\n", n, m);
     *p = m;
     return cudaSuccess;
 }
@@ -569,6 +594,8 @@ cudaError_t cudaFree(void *p) {
     }
     g_dev_used -= it->second;
     g_dev.erase(it);
+    g_count.frees++;
+    if (getenv("KN_EMU_TRACE")) fprintf(stderr, "kn-emu: cudaFree %p\n", p);
     free(p);
     return cudaSuccess;
 }
@@ -579,6 +606,7 @@ cudaError_t cudaHostAlloc(void **p, size_t n, unsigned int flags) {
     void *m = nullptr;
     if (posix_memalign(&m, 4096, n ? n : 1)) return ret(cudaErrorMemoryAllocation);
     g_pinned[(uintptr_t)m] = n;
+    g_count.host_allocs++;
     *p = m;
     return cudaSuccess;
 }
@@ -612,10 +640,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     (void)s;
+    g_count.waits++;
     flush();
     return ret(g_sticky);
 }
 cudaError_t cudaDeviceSynchronize(void) {
+    g_count.waits++;
     flush();
     return ret(g_sticky);
 }
@@ -637,11 +667,13 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
                 dst, src, n, (int)kind);
         return ret(cudaErrorInvalidValue);
     }
+    (kind == cudaMemcpyHostToDevice ? g_count.h2d : kind == cudaMemcpyDeviceToHost ? g_count.d2h : g_count.d2d)++;
     if (kind == cudaMemcpyHostToDevice && !is_pinned(src, n)) {
         // from pageable memory the runtime stages the bytes before returning: later host writes don't count
         std::vector<unsigned char> copy((const unsigned char *)src, (const unsigned char *)src + n);
         g_queue.push_back([dst, copy]() { memcpy(dst, copy.data(), copy.size()); });
     } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, n)) {
+        g_count.waits++;
         flush(); // into pageable memory the call returns with the bytes there
         memcpy(dst, src, n);
     } else {
@@ -651,7 +683,9 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
+    const unsigned long long waits = g_count.waits;
     cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, nullptr);
+    g_count.waits = waits + 1; // one wait, whichever path the copy took
     flush();
     return e != cudaSuccess ? e : ret(g_sticky);
 }
@@ -663,12 +697,14 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
         fprintf(stderr, "kn-emu: cudaMemsetAsync(%p, %zu) outside device memory\n", p, n);
         return ret(cudaErrorInvalidValue);
     }
+    g_count.memsets++;
     g_queue.push_back([p, v, n]() { memset(p, v, n); });
     return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void *p, int v, size_t n) {
     cudaError_t e = cudaMemsetAsync(p, v, n, nullptr);
+    g_count.waits++;
     flush();
     return e;
 }
