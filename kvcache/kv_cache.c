@@ -391,8 +391,10 @@ static int probs_room(struct kv_cache *kv, size_t need) {
 // Lays out every layer's probabilities of this step in probs_dev, when the cache only accumulates scores
 // from them (no profiling or selection, which read each layer as it comes) on a backend whose memory the
 // host cannot read. 1: laid out; 0: not applicable or too large (the layers then use the buffer in turn).
+// Decided once per step, at its first layer wanting probabilities, so no layer is read both ways.
 static int step_layout(struct kv_cache *kv) {
-    if (kv->step_ready) return 1;
+    if (kv->step_ready) return kv->step_ready > 0;
+    kv->step_ready = -1;
     if (kv->host_mem || kv->profiling || kv->p.policy == KV_POLICY_SNAPKV || kv->p.policy == KV_POLICY_PYRAMIDKV)
         return 0;
     size_t total = 0;
@@ -462,7 +464,7 @@ static int observe_step(struct kv_cache *kv) {
 }
 
 int kv_cache_observe(struct kv_cache *kv, int layer, const int32_t *q_pos) {
-    if (kv->step_ready) return 0; // read at commit with the step's other layers
+    if (kv->step_ready > 0) return 0; // read at commit with the step's other layers
     if (!kv->probs_dev || kv->probs_layer_ntok != kv->n_res) return 0;
     int n_tok = kv->n_res, stride = kv->probs_stride;
     size_t n = (size_t)kv->p.n_head * n_tok * stride;
@@ -494,7 +496,7 @@ void kv_cache_begin_prompt(struct kv_cache *kv, int total_len) {
 }
 
 int kv_cache_commit(struct kv_cache *kv, int phase) {
-    if (kv->step_ready && observe_step(kv)) return -1;
+    if (kv->step_ready > 0 && observe_step(kv)) return -1;
     if (phase == KV_PHASE_PROMPT_END && kv->profiling) kv_profile_choose(kv);
     if (phase == KV_PHASE_PROMPT_END && kv_select_choose(kv)) return -1;
     for (int l = 0; l < kv->p.n_layer; l++) {

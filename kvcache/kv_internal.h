@@ -92,7 +92,8 @@ struct kv_cache {
     // read back by one download at commit instead of one synchronising download per layer
     size_t *step_at;               // (n_layer) offset of the layer's probabilities in probs_dev (floats)
     int *step_stride;              // (n_layer) its row stride; 0: the layer wants none
-    int step_ready;                // the step's layout is set (and the attention of its layers writes there)
+    int step_ready;                // 1: the step's layout is set (its layers' attention writes there);
+                                   // -1: not used this step; 0: not decided yet
     size_t step_used;              // floats of probs_dev the step uses
     // scratch for policies
     float *tmp_f;
