@@ -339,6 +339,17 @@ const struct kv_slot *kv_cache_slots(struct kv_cache *kv, int layer) {
     return kv->slots;
 }
 
+// Slots (packed group slots + full-precision tokens) of the layer's largest head.
+static int layer_max_slots(struct kv_cache *kv, int layer) {
+    int m = 0;
+    for (int h = 0; h < kv->p.n_head_kv; h++) {
+        const struct kv_head *hd = kv_head_at(kv, layer, h);
+        int ns = hd->n_q * kv->p.group + hd->n_fp;
+        if (ns > m) m = ns;
+    }
+    return m;
+}
+
 const struct kv_layer_view *kv_cache_view(struct kv_cache *kv, int layer) {
     struct kv_layer_view *v = &kv->view;
     v->n_head_kv = kv->p.n_head_kv;
@@ -346,7 +357,7 @@ const struct kv_layer_view *kv_cache_view(struct kv_cache *kv, int layer) {
     v->bits = kv->p.bits == 16 ? 0 : kv->p.bits;
     v->group = kv->p.group;
     v->window = kv->window[layer];
-    v->max_slots = 0;
+    v->max_slots = layer_max_slots(kv, layer);
     for (int h = 0; h < kv->p.n_head_kv; h++) {
         struct kv_head *hd = kv_head_at(kv, layer, h);
         struct kv_head_view *hv = &kv->hviews[h];
@@ -354,8 +365,6 @@ const struct kv_layer_view *kv_cache_view(struct kv_cache *kv, int layer) {
         hv->n_q = hd->n_q;
         hv->fp_blocks = hd->fpb;
         hv->q_blocks = hd->qb;
-        int ns = hd->n_q * kv->p.group + hd->n_fp;
-        if (ns > v->max_slots) v->max_slots = ns;
     }
     v->heads = kv->hviews;
     return v;
@@ -402,7 +411,7 @@ static int step_layout(struct kv_cache *kv) {
         kv->step_at[l] = total;
         kv->step_stride[l] = 0;
         if (!layer_wants_probs(kv, l)) continue;
-        int ms = kv_cache_view(kv, l)->max_slots;
+        int ms = layer_max_slots(kv, l);
         kv->step_stride[l] = ms;
         total += (size_t)kv->p.n_head * kv->n_res * ms;
     }
@@ -445,18 +454,21 @@ static void accumulate_scores(struct kv_cache *kv, int layer, const float *probs
     }
 }
 
+// The first n floats of probs_dev copied into probs_host (grown as needed). 0 ok, -1 on failure.
+static int probs_to_host(struct kv_cache *kv, size_t n) {
+    if (n > kv->probs_host_cap) {
+        free(kv->probs_host);
+        kv->probs_host = malloc(n * sizeof(float));
+        kv->probs_host_cap = kv->probs_host ? n : 0;
+        if (!kv->probs_host) return -1;
+    }
+    return n ? kv->be->ops->download(kv->be, kv->probs_host, kv->probs_dev, n * sizeof(float)) : 0;
+}
+
 // The step's probabilities of every layer, read back at once: scores accumulated layer by layer.
 static int observe_step(struct kv_cache *kv) {
     kv->step_ready = 0;
-    if (kv->step_used > kv->probs_host_cap) {
-        free(kv->probs_host);
-        kv->probs_host = malloc(kv->step_used * sizeof(float));
-        kv->probs_host_cap = kv->probs_host ? kv->step_used : 0;
-        if (!kv->probs_host) return -1;
-    }
-    if (kv->step_used &&
-        kv->be->ops->download(kv->be, kv->probs_host, kv->probs_dev, kv->step_used * sizeof(float)))
-        return -1;
+    if (probs_to_host(kv, kv->step_used)) return -1;
     for (int l = 0; l < kv->p.n_layer; l++)
         if (kv->step_stride[l])
             accumulate_scores(kv, l, kv->probs_host + kv->step_at[l], kv->n_res, kv->step_stride[l]);
@@ -470,13 +482,7 @@ int kv_cache_observe(struct kv_cache *kv, int layer, const int32_t *q_pos) {
     size_t n = (size_t)kv->p.n_head * n_tok * stride;
     const float *probs = kv->probs_dev;
     if (!kv->host_mem) {
-        if (n > kv->probs_host_cap) {
-            free(kv->probs_host);
-            kv->probs_host = malloc(n * sizeof(float));
-            kv->probs_host_cap = kv->probs_host ? n : 0;
-            if (!kv->probs_host) return -1;
-        }
-        if (kv->be->ops->download(kv->be, kv->probs_host, kv->probs_dev, n * sizeof(float))) return -1;
+        if (probs_to_host(kv, n)) return -1;
         probs = kv->probs_host;
     }
     if (kv->profiling)
